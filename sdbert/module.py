@@ -1,0 +1,215 @@
+"""The LightningModule: the paper's recipe around a classifier and a pluggable teacher strategy.
+
+loss = CE(student, y) + λ·MSE(student logits, teacher logits) when the strategy has a teacher;
+everything teacher-specific (what it is, when it advances, what is evaluated, what is saved) is
+delegated to the strategy object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from sdbert.models import SequenceClassifier
+from sdbert.strategies import TeacherStrategy
+
+STRATEGY_STATE_KEY = "sdbert_strategy"
+
+
+def metric_key(stage: str, model_name: str, metric: str) -> str:
+    """``val/acc`` for the reported model, ``val/teacher/acc`` for the others."""
+    return f"{stage}/{model_name}/{metric}" if model_name else f"{stage}/{metric}"
+
+
+class SelfDistillationModule(L.LightningModule):
+    """Fine-tunes ``model`` with the paper's recipe (§4.2) under ``strategy``.
+
+    Args:
+        model: encoder + softmax layer (eq. 1).
+        strategy: the teacher strategy (base, se, sda, sdv).
+        optim: ``encoder_lr``, ``head_lr``, ``weight_decay``, ``warmup_proportion``, ``adam_eps``, ``betas``.
+        label_names: the dataset's label set (its size is the number of classes).
+        test_names: one name per test dataloader (e.g. ``test`` or ``test_matched``/``test_mismatched``).
+        seed: with (epoch, batch) it seeds each batch's dropout, so a resumed run repeats exactly.
+        prediction_dir: where test-set probabilities are written (for VOTE); None to skip.
+    """
+
+    def __init__(
+        self,
+        model: SequenceClassifier,
+        strategy: TeacherStrategy,
+        optim: Mapping[str, Any],
+        label_names: Sequence[str],
+        test_names: Sequence[str] = ("test",),
+        seed: int = 0,
+        prediction_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "strategy"])
+        self.model = model
+        self.strategy = strategy
+        self.optim = dict(optim)
+        self.label_names = list(label_names)
+        self.test_names = list(test_names)
+        self.seed = seed
+        self.prediction_dir = Path(prediction_dir) if prediction_dir is not None else None
+        n = len(self.label_names)
+        self.metrics = nn.ModuleDict(
+            {
+                self._metric_id(stage, name): MulticlassAccuracy(num_classes=n, average="micro")
+                for stage in ["val", *self.test_names]
+                for name in strategy.eval_names
+            }
+        )
+        self._predictions: dict[str, list[Tensor]] = {}
+
+    @staticmethod
+    def _metric_id(stage: str, name: str) -> str:
+        return f"{stage}__{name or 'main'}"
+
+    @staticmethod
+    def _split(batch: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return inputs, batch["labels"]
+
+    def forward(self, **inputs: Tensor) -> Tensor:
+        return self.model(**inputs)
+
+    # -- strategy life cycle ----------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.strategy.setup(self.model)
+
+    def on_validation_start(self) -> None:
+        self.strategy.setup(self.model)
+
+    def on_test_start(self) -> None:
+        self.strategy.setup(self.model)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout noise depends only on (seed, epoch, batch): nothing else that draws from the global
+        # generator (data loader workers, loggers) shifts it, and a resumed run repeats it exactly.
+        torch.manual_seed(hash((self.seed, self.current_epoch, batch_idx)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.strategy.before_optimizer_step(self.model)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.strategy.after_optimizer_step(self.model)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[STRATEGY_STATE_KEY] = self.strategy.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if STRATEGY_STATE_KEY in checkpoint:
+            self.strategy.load_state_dict(checkpoint[STRATEGY_STATE_KEY])
+
+    # -- training ---------------------------------------------------------------------------------
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        inputs, labels = self._split(batch)
+        logits = self.model(**inputs)
+        ce = F.cross_entropy(logits.float(), labels)
+        loss = ce
+        out = {"ce": ce.detach(), "logit_abs_mean": logits.detach().abs().mean()}
+        teacher = self.strategy.teacher_logits(self.model, inputs)
+        if teacher is not None:
+            mse = F.mse_loss(logits.float(), teacher.float())
+            loss = ce + self.strategy.distill_weight * mse
+            out["mse"] = mse.detach()
+            self.log("train/mse", mse, on_step=True, on_epoch=False, batch_size=labels.numel())
+        bs = labels.numel()
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
+        self.log("train/ce", ce, on_step=True, on_epoch=False, batch_size=bs)
+        self.log("train/logit_abs_mean", out["logit_abs_mean"], on_step=True, on_epoch=False, batch_size=bs)
+        out["loss"] = loss
+        return out
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def _eval_step(self, stage: str, batch: Mapping[str, Tensor]) -> None:
+        inputs, labels = self._split(batch)
+        logits = self.strategy.eval_logits(self.model, inputs)
+        for name, value in logits.items():
+            self.metrics[self._metric_id(stage, name)].update(value.float(), labels)
+        if stage != "val" and self.prediction_dir is not None:
+            self._predictions.setdefault(stage, []).append(torch.softmax(logits[""].float(), -1).cpu())
+            self._predictions.setdefault(f"{stage}__labels", []).append(labels.cpu())
+
+    def _log_stage(self, stage: str) -> None:
+        for name in self.strategy.eval_names:
+            metric = self.metrics[self._metric_id(stage, name)]
+            if not metric.update_called:
+                continue
+            acc = metric.compute() * 100.0
+            self.log(metric_key(stage, name, "acc"), acc, prog_bar=not name, add_dataloader_idx=False)
+            self.log(metric_key(stage, name, "err"), 100.0 - acc, add_dataloader_idx=False)
+            metric.reset()
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_stage("val")
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(self.test_names[dataloader_idx], batch)
+
+    def on_test_epoch_start(self) -> None:
+        self._predictions = {}
+
+    def on_test_epoch_end(self) -> None:
+        for stage in self.test_names:
+            self._log_stage(stage)
+            if self.prediction_dir is not None and stage in self._predictions:
+                self._save_predictions(stage)
+
+    def _save_predictions(self, stage: str) -> None:
+        """Test-set probabilities of the reported model, for voted ensembles (eq. 2)."""
+        assert self.prediction_dir is not None
+        self.prediction_dir.mkdir(parents=True, exist_ok=True)
+        path = self.prediction_dir / f"{stage}.pt"
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save(
+            {
+                "probs": torch.cat(self._predictions[stage]),
+                "labels": torch.cat(self._predictions[f"{stage}__labels"]),
+                "label_names": self.label_names,
+            },
+            tmp,
+        )
+        tmp.replace(path)
+
+    # -- optimisation (§4.2) ----------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with two learning rates (encoder, softmax layer), no decay on bias/LayerNorm,
+        linear warm-up over the first ``warmup_proportion`` of optimizer steps, then linear decay."""
+        from transformers import get_linear_schedule_with_warmup
+
+        o = self.optim
+        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                part = "head" if self.model.is_head(name) else "encoder"
+                groups.setdefault((part, p.ndim >= 2), []).append(p)
+        param_groups = [
+            {
+                "params": params,
+                "lr": o["head_lr"] if part == "head" else o["encoder_lr"],
+                "weight_decay": o["weight_decay"] if decay else 0.0,
+                "name": part if decay else f"{part}_no_decay",
+            }
+            for (part, decay), params in sorted(groups.items())
+        ]
+        optimizer = torch.optim.AdamW(
+            param_groups, lr=o["encoder_lr"], betas=tuple(o.get("betas", (0.9, 0.999))), eps=o.get("adam_eps", 1e-6)
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = round(o.get("warmup_proportion", 0.1) * total)
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

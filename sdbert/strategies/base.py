@@ -1,0 +1,130 @@
+"""The teacher-strategy interface: the only place that knows what a "teacher" is.
+
+The LightningModule calls these hooks and never branches on a strategy's name. A time step t is one
+optimizer step: ``before_optimizer_step`` sees θ_t (after backward, before the update) and
+``after_optimizer_step`` sees θ_{t+1}.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from sdbert.errors import ConfigError
+
+Inputs = Mapping[str, Tensor]
+
+
+def parse_teacher_size(value: Any) -> int | None:
+    """``teacher_size`` as an int K ≥ 1, or None for ``all`` (K = T−1, every previous step)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("all", "t-1"):
+            return None
+        if text.lstrip("+").isdigit():
+            value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"teacher_size must be an integer >= 1 or 'all' (got {value!r}); e.g. teacher_size=5")
+    if value < 1:
+        raise ConfigError(f"teacher_size must be >= 1 or 'all' (got {value}); e.g. teacher_size=1")
+    return value
+
+
+def parse_distill_weight(value: Any) -> float:
+    """λ as a float ≥ 0."""
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"distill_weight (λ) must be a number >= 0 (got {value!r}); the paper uses 1.0") from None
+    if not weight >= 0 or weight == float("inf"):
+        raise ConfigError(f"distill_weight (λ) must be a finite number >= 0 (got {value!r}); the paper uses 1.0")
+    return weight
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters take no gradient (teacher / averaged model)."""
+    twin = copy.deepcopy(model)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+def parameters_of(model: nn.Module) -> list[Tensor]:
+    """The tensors that make up θ, in a fixed order."""
+    return [p for p in model.parameters()]
+
+
+class TeacherStrategy:
+    """BASE: vanilla fine-tuning; no teacher, the student is what is evaluated.
+
+    Subclasses override the hooks they need. ``state_dict`` must hold everything needed to resume.
+    """
+
+    name: ClassVar[str] = "base"
+    #: names of the models ``eval_logits`` returns; "" is the reported model.
+    eval_names: ClassVar[tuple[str, ...]] = ("",)
+
+    def __init__(self, distill_weight: float = 0.0, teacher_dropout: bool = True) -> None:
+        self.distill_weight = parse_distill_weight(distill_weight)
+        self.teacher_dropout = bool(teacher_dropout)
+        self._pending: dict[str, Any] | None = None
+        self._device: torch.device | None = None
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def setup(self, model: nn.Module) -> None:
+        """Allocate state next to ``model`` (idempotent); applies a checkpoint loaded before setup."""
+        device = next(model.parameters()).device
+        if self._device != device:
+            self._allocate(model)
+            self._device = device
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._load(pending)
+
+    def _allocate(self, model: nn.Module) -> None:
+        """Create the strategy's tensors for ``model`` (called once per device)."""
+
+    # -- training ---------------------------------------------------------------------------------
+    def teacher_logits(self, model: nn.Module, inputs: Inputs) -> Tensor | None:
+        """The teacher's logits for this batch, or None where there is no distillation term."""
+        return None
+
+    def before_optimizer_step(self, model: nn.Module) -> None:
+        """Called once per optimizer step with θ_t, after backward and before the update."""
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        """Called once per optimizer step with θ_{t+1}, right after the update."""
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def eval_logits(self, model: nn.Module, inputs: Inputs) -> dict[str, Tensor]:
+        """Logits of every evaluated model; key "" is the reported one."""
+        return {"": model(**inputs)}
+
+    # -- checkpointing ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state; before ``setup`` it is kept until the tensors exist."""
+        if self._device is None:
+            self._pending = state
+        else:
+            self._load(state)
+
+    def _load(self, state: dict[str, Any]) -> None:
+        """Copy ``state`` into allocated tensors."""
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this strategy in logs and summaries."""
+        return {"strategy": self.name}
+
+
+class BaseStrategy(TeacherStrategy):
+    """BASE: vanilla fine-tuning with cross-entropy (the top-level ``teacher_size`` and λ are unused)."""
+
+    def __init__(self) -> None:
+        super().__init__(distill_weight=0.0)

@@ -1,0 +1,177 @@
+"""Self-distillation: loss = CE(student, y) + λ·MSE(student logits, teacher logits), eq. (5)/(7).
+
+The teacher at step t is built from θ_{t−1} … θ_{t−K} (never θ_t): SDA averages those parameters
+(eq. 6), SDV averages the logits of those K snapshots (eq. 7). With fewer than K previous steps the
+teacher uses those available; at t = 0 there is no teacher and no distillation term.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from sdbert.averaging import CumulativeMean, ParameterRing, WindowMean
+from sdbert.errors import ConfigError
+from sdbert.strategies.base import (
+    Inputs,
+    TeacherStrategy,
+    frozen_copy,
+    parameters_of,
+    parse_teacher_size,
+)
+
+
+@contextmanager
+def _mode(model: nn.Module, training: bool):
+    """Run ``model`` in train (dropout on) or eval mode, then restore its mode."""
+    was = model.training
+    model.train(training)
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+class _SelfDistillation(TeacherStrategy):
+    eval_names: ClassVar[tuple[str, ...]] = ("", "teacher")
+
+    def __init__(self, teacher_size: Any = 1, distill_weight: float = 1.0, teacher_dropout: bool = True) -> None:
+        super().__init__(distill_weight=distill_weight, teacher_dropout=teacher_dropout)
+        self.teacher_size = parse_teacher_size(teacher_size)
+
+    @property
+    def has_teacher(self) -> bool:
+        """False at t = 0 (no previous step recorded yet)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "strategy": self.name,
+            "teacher_size": "all" if self.teacher_size is None else self.teacher_size,
+            "distill_weight": self.distill_weight,
+            "teacher_dropout": self.teacher_dropout,
+        }
+
+
+class SelfDistillationAveraged(_SelfDistillation):
+    """SDA: the teacher's parameters are the mean of the K previous optimizer steps' parameters.
+
+    K = ``all`` keeps a cumulative mean of every previous step in O(1) extra memory; a finite K keeps a
+    ring of K snapshots plus their running sum. The mean lives in a frozen copy of the model.
+    """
+
+    name: ClassVar[str] = "sda"
+
+    def __init__(self, teacher_size: Any = 1, distill_weight: float = 1.0, teacher_dropout: bool = True) -> None:
+        super().__init__(teacher_size, distill_weight, teacher_dropout)
+        self.teacher: nn.Module | None = None
+        self.average: WindowMean | CumulativeMean | None = None
+
+    def _allocate(self, model: nn.Module) -> None:
+        self.teacher = frozen_copy(model)
+        like = parameters_of(model)
+        if self.teacher_size is None:
+            self.average = CumulativeMean(like, storage=parameters_of(self.teacher))
+        else:
+            self.average = WindowMean(like, self.teacher_size)
+
+    @property
+    def has_teacher(self) -> bool:
+        return self.average is not None and self.average.count > 0
+
+    def before_optimizer_step(self, model: nn.Module) -> None:
+        assert self.average is not None and self.teacher is not None, "setup() was not called"
+        self.average.push(parameters_of(model))
+        self.average.write_mean(parameters_of(self.teacher))
+
+    def teacher_parameters(self) -> list[Tensor]:
+        """θ̄ of eq. (6) as it stands for the next step (for tests and inspection)."""
+        assert self.teacher is not None
+        return parameters_of(self.teacher)
+
+    def teacher_logits(self, model: nn.Module, inputs: Inputs) -> Tensor | None:
+        if self.distill_weight == 0 or not self.has_teacher:
+            return None
+        assert self.teacher is not None
+        with torch.no_grad(), _mode(self.teacher, self.teacher_dropout):
+            return self.teacher(**inputs)
+
+    def eval_logits(self, model: nn.Module, inputs: Inputs) -> dict[str, Tensor]:
+        assert self.teacher is not None, "setup() was not called"
+        with _mode(self.teacher, False):
+            return {"": model(**inputs), "teacher": self.teacher(**inputs)}
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.average is None:
+            return dict(self._pending or {})
+        return {"average": self.average.state_dict()}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        assert self.average is not None and self.teacher is not None
+        self.average.load_state_dict(state["average"])
+        self.average.write_mean(parameters_of(self.teacher))
+
+
+class SelfDistillationVoted(_SelfDistillation):
+    """SDV: the teacher's logits are the mean of the logits of the last K student snapshots.
+
+    Each snapshot runs through the student's own module with ``torch.func.functional_call``, so no
+    model copies are made: K forward passes under ``no_grad`` on the current batch.
+    """
+
+    name: ClassVar[str] = "sdv"
+
+    def __init__(self, teacher_size: Any = 1, distill_weight: float = 1.0, teacher_dropout: bool = True) -> None:
+        super().__init__(teacher_size, distill_weight, teacher_dropout)
+        if self.teacher_size is None:
+            raise ConfigError(
+                "strategy=sdv needs an integer teacher_size (voting over every previous step would need T "
+                "forward passes per batch); use strategy=sda for teacher_size=all"
+            )
+        self.ring: ParameterRing | None = None
+        self._names: list[str] = []
+
+    def _allocate(self, model: nn.Module) -> None:
+        assert self.teacher_size is not None
+        self._names = [name for name, _ in model.named_parameters()]
+        self.ring = ParameterRing(parameters_of(model), self.teacher_size)
+
+    @property
+    def has_teacher(self) -> bool:
+        return self.ring is not None and self.ring.count > 0
+
+    def before_optimizer_step(self, model: nn.Module) -> None:
+        assert self.ring is not None, "setup() was not called"
+        self.ring.push(parameters_of(model))
+
+    def _vote(self, model: nn.Module, inputs: Inputs, training: bool) -> Tensor:
+        assert self.ring is not None
+        snapshots = self.ring.snapshots()
+        with torch.no_grad(), _mode(model, training):
+            total = None
+            for snapshot in snapshots:
+                logits = functional_call(model, dict(zip(self._names, snapshot, strict=True)), (), dict(inputs))
+                total = logits if total is None else total + logits
+        assert total is not None
+        return total / len(snapshots)
+
+    def teacher_logits(self, model: nn.Module, inputs: Inputs) -> Tensor | None:
+        if self.distill_weight == 0 or not self.has_teacher:
+            return None
+        return self._vote(model, inputs, self.teacher_dropout)
+
+    def eval_logits(self, model: nn.Module, inputs: Inputs) -> dict[str, Tensor]:
+        out = {"": model(**inputs)}
+        out["teacher"] = self._vote(model, inputs, False) if self.has_teacher else out[""]
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ring": self.ring.state_dict()} if self.ring is not None else dict(self._pending or {})
+
+    def _load(self, state: dict[str, Any]) -> None:
+        assert self.ring is not None
+        self.ring.load_state_dict(state["ring"])

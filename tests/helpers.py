@@ -1,0 +1,55 @@
+"""Small building blocks shared by the tests: toy models and data that make strategies observable."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+
+class ToyClassifier(nn.Module):
+    """A two-layer MLP called like the real classifier (``model(**inputs)``), with optional dropout."""
+
+    def __init__(self, n_in: int = 6, n_hidden: int = 8, n_out: int = 3, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(n_in, n_hidden), nn.Tanh(), nn.Dropout(dropout))
+        self.classifier = nn.Linear(n_hidden, n_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.body(x))
+
+    def is_head(self, name: str) -> bool:
+        return name.startswith("classifier.")
+
+
+def tiny_bert_classifier(num_labels: int = 3, vocab: int = 64, seed: int = 0):
+    """A random-init 2-layer BERT wrapped as sdbert's SequenceClassifier (no tokenizer needed)."""
+    from transformers import BertConfig, BertModel
+
+    from sdbert.models import SequenceClassifier
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=32, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+    )
+    return SequenceClassifier(BertModel(config), num_labels=num_labels, dropout=0.1)
+
+
+class RandomTokens(Dataset):
+    """Deterministic random token sequences with a learnable label (first token mod num_labels)."""
+
+    def __init__(self, n: int = 32, length: int = 8, vocab: int = 64, num_labels: int = 3, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(1, vocab, (n, length), generator=g)
+        self.labels = self.ids[:, 0] % num_labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]), "labels": self.labels[i]}
+
+
+def loader(n: int = 32, batch_size: int = 4, seed: int = 0) -> DataLoader:
+    return DataLoader(RandomTokens(n=n, seed=seed), batch_size=batch_size, shuffle=False)
