@@ -52,7 +52,7 @@ class SelfDistillationModule(L.LightningModule):
         prediction_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "strategy"])
+        self.save_hyperparameters(ignore=["model", "strategy", "prediction_dir"])
         self.model = model
         self.strategy = strategy
         self.optim = dict(optim)

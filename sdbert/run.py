@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sdbert.config import instantiate
 from sdbert.errors import SdbertError
 from sdbert.module import SelfDistillationModule
 

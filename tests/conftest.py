@@ -1,0 +1,55 @@
+"""Shared fixtures: compose the real Hydra configs the way train.py does."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+import sdbert  # noqa: F401  (registers resolvers)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# never wait on the unreachable hub in tests
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+#: overrides that make any composed run take seconds on a CPU
+FAST = [
+    "model=tiny",
+    "dataset=bbc_news",
+    "dataset.train_per_class=4",
+    "dataset.eval_size=16",
+    "dataset.max_length=32",
+    "dataset.batch_size=4",
+    "dataset.eval_batch_size=16",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+]
+
+
+def compose_train(output_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The composed ``train`` config with the run directory pointed at ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """``make_cfg(*overrides, fast=True)`` → a composed config writing under ``tmp_path``."""
+
+    def _make(*overrides: str, fast: bool = True, out: Path | None = None) -> DictConfig:
+        return compose_train(out or tmp_path / "run", [*(FAST if fast else []), *overrides])
+
+    return _make
