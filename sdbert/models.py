@@ -192,7 +192,9 @@ def build_classifier(
         except (OSError, ValueError) as err:
             raise _hub_error(name_or_path, err) from err
     encoder.float()
-    return SequenceClassifier(encoder, num_labels=num_labels, dropout=dropout, pooling=pooling)
+    # from_pretrained hands the encoder back in eval mode; Lightning keeps modules' modes, so without
+    # this the encoder's dropout (0.1 in the recipe) would silently stay off during training.
+    return SequenceClassifier(encoder, num_labels=num_labels, dropout=dropout, pooling=pooling).train()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -54,3 +54,13 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert len(errors) == 1 and "teacher_size must be >= 1" in errors[0]
     assert "Traceback" not in proc.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_built_classifier_trains_with_dropout_on():
+    """from_pretrained returns eval mode; the recipe's dropout 0.1 must be active in training."""
+    from sdbert.models import build_classifier
+
+    model = build_classifier("embedded:all-minilm-l6-v2", num_labels=2)  # the pretrained path
+    assert all(m.training for m in model.modules())
+    ids = torch.randint(1000, 2000, (2, 12))
+    assert not torch.equal(model(input_ids=ids), model(input_ids=ids))  # dropout noise
