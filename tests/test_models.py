@@ -40,9 +40,9 @@ def test_unreachable_hub_is_one_line(monkeypatch):
 
 
 def test_folder_without_config_is_refused(tmp_path):
-    with pytest.raises(SourceError, match="config.json"):
+    with pytest.raises(SourceError, match=r"config\.json"):
         resolve_pretrained(str(tmp_path))
-    with pytest.raises(SourceError, match="does not exist"):
+    with pytest.raises(SourceError, match=r"does not exist"):
         resolve_pretrained("./no/such/folder")
 
 
