@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 @pytest.mark.parametrize("strategy", ["base", "se", "sda", "sdv"])
 def test_tiny_model_trains_and_tests(make_cfg, strategy):
-    cfg = make_cfg(f"strategy={strategy}", "teacher_size=2")
+    cfg = make_cfg(f"strategy={strategy}", "teacher_size=2", "test_extras=true")
     summary = train(cfg)
     out = cfg.paths.output_dir
     assert summary["status"] == "ok" and summary["strategy"] == strategy
@@ -64,3 +64,9 @@ def test_built_classifier_trains_with_dropout_on():
     assert all(m.training for m in model.modules())
     ids = torch.randint(1000, 2000, (2, 12))
     assert not torch.equal(model(input_ids=ids), model(input_ids=ids))  # dropout noise
+
+
+def test_extra_models_are_validated_but_not_tested_by_default(make_cfg):
+    summary = train(make_cfg("strategy=sda", "teacher_size=1"))
+    assert "val/teacher/acc" in summary["val"]
+    assert set(summary["test"]) == {"test/acc", "test/err"}

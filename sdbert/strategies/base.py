@@ -100,8 +100,8 @@ class TeacherStrategy:
         """Called once per optimizer step with θ_{t+1}, right after the update."""
 
     # -- evaluation -------------------------------------------------------------------------------
-    def eval_logits(self, model: nn.Module, inputs: Inputs) -> dict[str, Tensor]:
-        """Logits of every evaluated model; key "" is the reported one."""
+    def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
+        """Logits of the evaluated models; key "" is the reported one, the others only with ``extras``."""
         return {"": model(**inputs)}
 
     # -- checkpointing ----------------------------------------------------------------------------

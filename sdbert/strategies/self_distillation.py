@@ -100,8 +100,10 @@ class SelfDistillationAveraged(_SelfDistillation):
         with torch.no_grad(), _mode(self.teacher, self.teacher_dropout):
             return self.teacher(**inputs)
 
-    def eval_logits(self, model: nn.Module, inputs: Inputs) -> dict[str, Tensor]:
+    def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
         assert self.teacher is not None, "setup() was not called"
+        if not extras:
+            return {"": model(**inputs)}
         with _mode(self.teacher, False):
             return {"": model(**inputs), "teacher": self.teacher(**inputs)}
 
@@ -164,9 +166,10 @@ class SelfDistillationVoted(_SelfDistillation):
             return None
         return self._vote(model, inputs, self.teacher_dropout)
 
-    def eval_logits(self, model: nn.Module, inputs: Inputs) -> dict[str, Tensor]:
+    def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
         out = {"": model(**inputs)}
-        out["teacher"] = self._vote(model, inputs, False) if self.has_teacher else out[""]
+        if extras:
+            out["teacher"] = self._vote(model, inputs, False) if self.has_teacher else out[""]
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -33,10 +33,13 @@ class SelfEnsemble(TeacherStrategy):
         assert self.mean is not None, "setup() was not called"
         self.mean.push(parameters_of(model))
 
-    def eval_logits(self, model: nn.Module, inputs: Inputs) -> dict[str, Tensor]:
+    def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
         assert self.average_model is not None, "setup() was not called"
         self.average_model.eval()
-        return {"": self.average_model(**inputs), "student": model(**inputs)}
+        out = {"": self.average_model(**inputs)}
+        if extras:
+            out["student"] = model(**inputs)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.state_dict()} if self.mean is not None else dict(self._pending or {})
