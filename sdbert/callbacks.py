@@ -26,7 +26,7 @@ class DivergenceGuard(L.Callback):
     ) -> None:
         if not isinstance(outputs, dict) or "loss" not in outputs:
             return
-        loss = float(outputs["loss"])
+        loss = float(outputs.get("loss_value", outputs["loss"]))  # "loss" is scaled by 1/accumulation
         logit = float(outputs.get("logit_abs_mean", 0.0))
         if math.isfinite(loss) and loss <= self.max_loss and logit <= self.max_abs_logit:
             return
@@ -42,3 +42,42 @@ class DivergenceGuard(L.Callback):
             f"(now {lam}) or a smaller optim.head_lr (now {head_lr}); the bounds are "
             "callbacks.divergence_guard.max_loss / max_abs_logit"
         )
+
+
+class EpochTestEvaluation(L.Callback):
+    """Evaluates the test set(s) at the end of every ``every_n_epochs``-th training epoch (paper Fig. 5).
+
+    Logs ``epoch_<test name>/err`` and ``/acc`` for the reported model (``epoch_test/err``) and, with
+    ``extras=True``, for the strategy's other model too (``epoch_test/teacher/err``; SDV's voted teacher
+    costs K forward passes), through the module's own
+    :meth:`~sdbert.module.SelfDistillationModule.evaluate`. Training is not affected: the pass runs in
+    eval mode, without gradients and without drawing random numbers. It costs one test-set pass per
+    epoch, so it is off by default (``callbacks=with_epoch_test``).
+    """
+
+    def __init__(self, every_n_epochs: int = 1, extras: bool = False) -> None:
+        if int(every_n_epochs) < 1:
+            from sdbert.errors import ConfigError
+
+            raise ConfigError(f"callbacks.epoch_test.every_n_epochs must be >= 1 (got {every_n_epochs})")
+        self.every_n_epochs = int(every_n_epochs)
+        self.extras = bool(extras)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from sdbert.module import metric_key
+
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
+            return
+        datamodule = trainer.datamodule
+        if datamodule is None:
+            raise RuntimeError("EpochTestEvaluation needs trainer.fit(..., datamodule=...) to reach the test set")
+        datamodule.setup("test")
+        loaders = datamodule.test_dataloader()
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        names = list(getattr(pl_module, "test_names", None) or [f"test{i}" for i in range(len(loaders))])
+        with trainer.precision_plugin.test_step_context():
+            for name, loader in zip(names, loaders, strict=True):
+                for model_name, acc in pl_module.evaluate(loader, extras=self.extras).items():
+                    for metric, value in (("acc", acc), ("err", 100.0 - acc)):
+                        pl_module.log(metric_key(f"epoch_{name}", model_name, metric), value, on_epoch=True)

@@ -169,3 +169,15 @@ def test_optimizer_groups_follow_the_recipe(tmp_path):
     assert groups["head"]["initial_lr"] == OPTIM["head_lr"] and groups["encoder"]["initial_lr"] == OPTIM["encoder_lr"]
     assert all(p.ndim == 1 for p in groups["encoder_no_decay"]["params"])  # bias and LayerNorm
     assert groups["encoder"]["lr"] == pytest.approx(0.0, abs=1e-12)  # linear decay reached 0 at the last step
+
+
+def test_divergence_guard_sees_the_unscaled_loss_under_accumulation(tmp_path):
+    """Lightning scales the returned loss by 1/accumulate; the guard's bound applies to the real loss."""
+    recorder = Recorder()
+    trainer = _trainer(tmp_path, accumulate=4, callbacks=[recorder])
+    trainer.fit(_module(BaseStrategy()), train_dataloaders=loader(n=16))
+    for _, out in recorder.rows:
+        assert torch.allclose(out["loss_value"], out["ce"])
+    guard = DivergenceGuard(max_loss=0.75 * float(recorder.rows[0][1]["ce"]))
+    with pytest.raises(TrainingDiverged, match="loss is"):
+        guard.on_train_batch_end(trainer, object(), recorder.rows[0][1], None, 0)

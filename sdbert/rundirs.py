@@ -1,0 +1,454 @@
+"""Read runs back from their directories, after the fact and offline: config, summary, curves, predictions.
+
+A run directory is what ``train.py`` leaves behind (a Hydra output directory): ``.hydra/config.yaml``,
+``.hydra/overrides.yaml``, ``metrics.json`` (``status`` ``ok`` or ``failed``), ``csv/metrics.csv``,
+``predictions/<test>.pt`` and ``checkpoints/``. A sweep directory holds ``multirun.yaml`` and one run
+directory per job; from ``multirun.yaml`` the jobs a sweep meant to run are known, so jobs that never
+started can be named too.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import sdbert  # noqa: F401  (registers the resolvers the saved configs use)
+from sdbert.errors import SdbertError
+
+SUMMARY_FILE = "metrics.json"
+CONFIG_FILE = Path(".hydra") / "config.yaml"
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+SWEEP_FILE = "multirun.yaml"
+ENSEMBLE_FILE = "ensemble.json"
+
+#: Config keys that do not change what a run computes (where it writes, how it logs) or that index
+#: repetitions (the seeds). Runs equal on every other key are repetitions of one setup.
+IGNORED_KEYS = (
+    "seed",
+    "data_seed",
+    "paths",
+    "logger",
+    "callbacks",
+    "hydra",
+    "tags",
+    "task_name",
+    "ckpt_path",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "dataset.num_workers",
+    "dataset.eval_batch_size",
+)
+#: Keys that make up the training method (strategy, K, λ); the rest of a setup is its context.
+METHOD_KEYS = ("strategy", "teacher_size", "distill_weight")
+
+
+class RunDirError(SdbertError, ValueError):
+    """A path is not a run or sweep directory, or runs cannot be read or combined."""
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_flatten(sub, f"{prefix}{key}."))
+        return out
+    if isinstance(value, list):
+        return {prefix[:-1]: json.dumps(value, sort_keys=True, default=str)}
+    return {prefix[:-1]: value}
+
+
+def _plain(node: Any, resolve: bool) -> Any:
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=resolve)
+    return node._dereference_node()._value() if resolve else node._value()
+
+
+def _ignored(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in IGNORED_KEYS)
+
+
+def strategy_name(target: str) -> str:
+    """``sdbert.strategies.SelfDistillationAveraged`` → ``sda`` (the class's ``name``)."""
+    from hydra.utils import get_class
+
+    try:
+        return str(getattr(get_class(target), "name", target))
+    except Exception:
+        return target.rsplit(".", 1)[-1]
+
+
+@dataclass
+class Run:
+    """One run directory, whatever state it is in: ``ok``, ``failed`` or ``incomplete`` (no summary yet)."""
+
+    path: Path
+    status: str
+    config: DictConfig
+    metrics: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def error(self) -> str | None:
+        if self.status == "failed":
+            return str(self.metrics.get("error") or "failed without a message")
+        if self.status == "incomplete":
+            return f"no {SUMMARY_FILE}: the job crashed, was killed or is still running"
+        return None
+
+    @property
+    def mtime(self) -> float:
+        target = self.path / SUMMARY_FILE
+        return (target if target.exists() else self.path).stat().st_mtime
+
+    # -- what the run was ---------------------------------------------------------------------------
+    @cached_property
+    def resolved(self) -> dict[str, Any]:
+        """The run's config, resolved, with ``paths.output_dir`` pointing at where the run now lies."""
+        cfg = self.config.copy()
+        with open_dict(cfg):
+            if "paths" in cfg:
+                cfg.paths.output_dir = str(self.path)
+            for key in ("hydra", "logger", "callbacks"):  # where they log does not matter here
+                cfg.pop(key, None)
+        out: dict[str, Any] = {}
+        for key in cfg:
+            node = cfg._get_node(key)
+            try:
+                out[str(key)] = _plain(node, resolve=True)
+            except Exception as err:  # e.g. a resolver of a newer sdbert: keep the text, unless it is essential
+                if key in ("dataset", "model", "strategy", "seed", "data_seed", "teacher_size", "distill_weight"):
+                    reason = str(err).splitlines()[0]
+                    raise RunDirError(f"run {self.path}: '{key}' in its {CONFIG_FILE} does not resolve ({reason})") \
+                        from None
+                out[str(key)] = _plain(node, resolve=False)
+        return out
+
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """Every config value that shapes the result, flattened (``dataset.max_length`` ...), seeds excluded."""
+        flat = _flatten({k: v for k, v in self.resolved.items()})
+        return {k: v for k, v in sorted(flat.items()) if not _ignored(k)}
+
+    @cached_property
+    def group_key(self) -> str:
+        """Equal for runs that differ only in ``seed`` / ``data_seed`` (repetitions of one setup)."""
+        text = json.dumps(self.identity, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def dataset(self) -> str:
+        return str(self.resolved["dataset"]["name"])
+
+    @property
+    def model(self) -> str:
+        return str(self.resolved["model"]["name_or_path"])
+
+    @property
+    def label_names(self) -> list[str]:
+        return [str(x) for x in self.resolved["dataset"]["label_names"]]
+
+    @property
+    def test_names(self) -> list[str]:
+        return [str(x) for x in (self.resolved["dataset"].get("test_splits") or {"test": "test"})]
+
+    @property
+    def is_pair_task(self) -> bool:
+        """Sentence-pair input (NLI): reported as accuracy, like the paper's SNLI and MNLI columns."""
+        return len(self.resolved["dataset"].get("text_fields") or []) == 2
+
+    @property
+    def seed(self) -> int:
+        return int(self.resolved["seed"])
+
+    @property
+    def data_seed(self) -> int:
+        return int(self.resolved["data_seed"])
+
+    @cached_property
+    def method(self) -> dict[str, Any]:
+        """``strategy``, and for SDA/SDV ``teacher_size`` (K or ``all``), ``distill_weight``, ``teacher_dropout``."""
+        if self.ok and "strategy" in self.metrics:
+            keys = ("strategy", "teacher_size", "distill_weight", "teacher_dropout")
+            return {k: self.metrics[k] for k in keys if k in self.metrics}
+        strat = self.resolved["strategy"]
+        out: dict[str, Any] = {"strategy": strategy_name(str(strat["_target_"]))}
+        if "teacher_size" in strat:
+            k = strat["teacher_size"]
+            out["teacher_size"] = "all" if str(k).lower() in ("all", "t-1") else k
+            out["distill_weight"] = float(strat.get("distill_weight", 1.0))
+            out["teacher_dropout"] = bool(strat.get("teacher_dropout", True))
+        return out
+
+    @property
+    def strategy(self) -> str:
+        return str(self.method["strategy"])
+
+    # -- what the run produced ----------------------------------------------------------------------
+    def test_acc(self, test_name: str, model_name: str = "") -> float | None:
+        """Test accuracy (%) of the reported model (``model_name=""``) or of ``teacher``/``student``."""
+        key = f"{test_name}/{model_name}/acc" if model_name else f"{test_name}/acc"
+        value = self.metrics.get("test", {}).get(key)
+        return None if value is None else float(value)
+
+    def predictions(self, test_name: str) -> dict[str, Any]:
+        """``probs`` [N, C], ``labels`` [N], ``label_names`` of the reported model on one test set."""
+        import torch
+
+        path = self.path / "predictions" / f"{test_name}.pt"
+        if not path.is_file():
+            raise RunDirError(f"run {self.path} has no predictions/{test_name}.pt (it was not tested, or failed)")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def history(self) -> Any:
+        """``csv/metrics.csv`` (Lightning's CSVLogger) as a DataFrame, or None when the run did not log it."""
+        import pandas as pd
+
+        path = self.path / "csv" / "metrics.csv"
+        if not path.is_file():
+            return None
+        return pd.read_csv(path)
+
+    def checkpoint(self, which: str = "tested") -> Path:
+        """``tested`` (the weights ``test`` saw: best or last), ``best`` or ``last``."""
+        folder = self.path / "checkpoints"
+        if which == "tested":
+            tested = str(self.metrics.get("tested_checkpoint") or self.resolved.get("test_ckpt") or "best")
+            which = "last" if tested == "last" else "best"
+            if which == "best":
+                # the run directory may have moved since: look next to it first
+                local = folder / Path(tested).name
+                path = local if local.is_file() else Path(tested)
+                if path.is_file():
+                    return path
+        if which not in ("best", "last"):
+            raise RunDirError(f"checkpoint must be 'tested', 'best' or 'last' (got {which!r})")
+        path = folder / f"{which}.ckpt"
+        if not path.is_file():
+            raise RunDirError(f"run {self.path} has no checkpoints/{which}.ckpt")
+        return path
+
+    def describe(self) -> str:
+        """``bbc_news · sda K=all λ=1.0 · seed 1, data_seed 42``: one line for messages."""
+        return f"{self.dataset} · {method_label(self.method)} · seed {self.seed}, data_seed {self.data_seed}"
+
+
+def method_label(method: dict[str, Any]) -> str:
+    """``BASE``, ``SE``, ``SDA (K=all)``, ``SDV (K=5, λ=0.5)``: the paper's names."""
+    name = str(method.get("strategy", "?")).upper()
+    parts = []
+    if "teacher_size" in method:
+        parts.append(f"K={method['teacher_size']}")
+    if "distill_weight" in method and float(method["distill_weight"]) != 1.0:
+        parts.append(f"λ={float(method['distill_weight']):g}")
+    if method.get("teacher_dropout") is False:
+        parts.append("eval-mode teacher")
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
+@functools.cache
+def _yaml_loader() -> Any:
+    """OmegaConf's YAML rules (floats like 1e-3, no timestamps) on libyaml's C parser when there is one:
+    a report reads hundreds of configs."""
+    import yaml
+    from omegaconf._utils import get_yaml_loader
+
+    reference = get_yaml_loader()
+    if not getattr(yaml, "__with_libyaml__", False):
+        return reference
+
+    class Loader(yaml.CSafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in reference.yaml_implicit_resolvers.items()}
+    return Loader
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    with path.open(encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=_yaml_loader())  # a SafeLoader
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    """Read one run directory (raises :class:`RunDirError` when it is not one)."""
+    path = Path(path)
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        raise RunDirError(f"{path} is not a run directory (no {CONFIG_FILE}); pass train.py output directories")
+    config = OmegaConf.create(_read_yaml(config_file))
+    assert isinstance(config, DictConfig)
+    overrides = _read_yaml(path / OVERRIDES_FILE) if (path / OVERRIDES_FILE).is_file() else []
+    metrics: dict[str, Any] = {}
+    status = "incomplete"
+    summary = path / SUMMARY_FILE
+    if summary.is_file():
+        try:
+            metrics = json.loads(summary.read_text())
+            status = "ok" if metrics.get("status") == "ok" else "failed"
+        except json.JSONDecodeError as err:
+            metrics = {"status": "failed", "error": f"unreadable {SUMMARY_FILE} ({err})"}
+            status = "failed"
+    return Run(path=path, status=status, config=config, metrics=metrics, overrides=[str(o) for o in overrides or []])
+
+
+@dataclass
+class Sweep:
+    """A Hydra multirun directory and the jobs its ``multirun.yaml`` says it was to run."""
+
+    path: Path
+    jobs: list[list[str]] | None
+    problem: str | None = None
+
+    def describe_job(self, job: Sequence[str]) -> str:
+        """The job's swept overrides only (``strategy=sda seed=2``): what tells it from its siblings."""
+        values: dict[str, set[str]] = {}
+        for other in self.jobs or []:
+            for item in other:
+                key, _, value = item.partition("=")
+                values.setdefault(key, set()).add(value)
+        swept = [item for item in job if len(values.get(item.partition("=")[0], ())) > 1]
+        return " ".join(swept or job)
+
+
+def expand_sweep(params: dict[str, Any] | None, task_overrides: Sequence[str]) -> list[list[str]]:
+    """The job override lists Hydra's basic sweeper makes of ``hydra.sweeper.params`` plus the command line.
+
+    Job ``i`` is the ``i``-th list (the job number). A key given on the command line replaces the same
+    key of the config's sweeper params, as in Hydra.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [f"{k}={v}" for k, v in (params or {}).items()] + list(task_overrides)
+    parsed = OverridesParser.create().parse_overrides(args)
+    return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+
+
+def load_sweep(path: Path) -> Sweep:
+    try:
+        cfg = OmegaConf.load(path / SWEEP_FILE)
+        params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
+        task = OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []
+        params_dict = OmegaConf.to_container(params) if params is not None else {}
+        return Sweep(path, expand_sweep(params_dict, [str(t) for t in task]))  # type: ignore[arg-type]
+    except Exception as err:  # e.g. a glob() sweep, which needs the config repository to expand
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return Sweep(path, None, f"its jobs could not be listed from {SWEEP_FILE} ({reason})")
+
+
+@dataclass
+class Collection:
+    """Every run and sweep found under some paths, with what is missing."""
+
+    runs: list[Run]
+    sweeps: list[Sweep]
+    #: ``ensemble.json`` files written by ``python -m sdbert.ensemble``
+    ensembles: list[Path] = field(default_factory=list)
+
+    @property
+    def ok_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.ok]
+
+    def missing_jobs(self) -> list[tuple[Sweep, int, list[str]]]:
+        """Jobs a sweep was to run that have no run directory at all (never started), by job number."""
+        present = {frozenset(r.overrides) for r in self.runs}
+        out = []
+        for sweep in self.sweeps:
+            for num, job in enumerate(sweep.jobs or []):
+                if frozenset(job) not in present:
+                    out.append((sweep, num, job))
+        return out
+
+
+def find_runs(paths: Iterable[str | os.PathLike[str]]) -> Collection:
+    """Run directories (``.hydra/config.yaml``) and sweep directories (``multirun.yaml``) under ``paths``."""
+    runs: dict[Path, Run] = {}
+    sweeps: dict[Path, Sweep] = {}
+    ensembles: set[Path] = set()
+    for given in paths:
+        root = Path(given)
+        if not root.exists():
+            raise RunDirError(f"{root} does not exist; pass a sweep directory (logs/train/multiruns/...) or run dirs")
+        if (root / CONFIG_FILE).is_file():
+            runs.setdefault(root.resolve(), load_run(root))
+            continue
+        found = False
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            here = Path(dirpath)
+            dirnames.sort()
+            if SWEEP_FILE in filenames:
+                sweeps.setdefault(here.resolve(), load_sweep(here))
+                found = True
+            if ENSEMBLE_FILE in filenames:
+                ensembles.add((here / ENSEMBLE_FILE).resolve())
+                found = True
+            if (here / CONFIG_FILE).is_file():
+                runs.setdefault(here.resolve(), load_run(here))
+                found = True
+                dirnames[:] = []  # a run directory holds no further runs
+            else:
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if not found:
+            raise RunDirError(f"no run directories (with {CONFIG_FILE}) or ensembles under {root}")
+    return Collection(
+        runs=sorted(runs.values(), key=lambda r: str(r.path)), sweeps=list(sweeps.values()), ensembles=sorted(ensembles)
+    )
+
+
+def describe_difference(a: Run, b: Run) -> str:
+    """The first thing two runs' setups differ in, for a one-line message."""
+    def show(value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    checks = [
+        ("model", lambda r: r.identity.get("model.name_or_path")),
+        ("dataset", lambda r: r.dataset),
+        ("label set (dataset.label_names)", lambda r: r.label_names),
+        ("method", lambda r: method_label(r.method)),
+    ]
+    for what, get in checks:
+        if get(a) != get(b):
+            return f"{what}: {show(get(a))} ({a.path}) vs {show(get(b))} ({b.path})"
+    keys = [k for k in sorted(set(a.identity) | set(b.identity)) if a.identity.get(k) != b.identity.get(k)]
+    if not keys:
+        return "nothing but seeds"
+    more = f" and {len(keys) - 1} more key(s)" if len(keys) > 1 else ""
+    k = keys[0]
+    return f"{k}: {show(a.identity.get(k))} ({a.path}) vs {show(b.identity.get(k))} ({b.path}){more}"
+
+
+def group_runs(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by setup (everything but the seeds), each group ordered by (seed, data_seed)."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.group_key, []).append(run)
+    return {k: sorted(v, key=lambda r: (r.seed, r.data_seed, str(r.path))) for k, v in groups.items()}
+
+
+def latest_per_seed(runs: Iterable[Run]) -> tuple[list[Run], list[tuple[Run, Run]]]:
+    """One run per (setup, seed, data_seed) when a job was run more than once: the newest finished one
+    (else the newest). Returns the kept runs and ``(superseded, kept instead)`` pairs, so they can be named.
+    """
+    best: dict[tuple[str, int, int], Run] = {}
+    superseded: list[tuple[Run, Run]] = []
+    for run in sorted(runs, key=lambda r: (r.ok, r.mtime)):
+        key = (run.group_key, run.seed, run.data_seed)
+        if key in best:
+            superseded.append((best[key], run))
+        best[key] = run
+    return sorted(best.values(), key=lambda r: str(r.path)), superseded
