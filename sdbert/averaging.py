@@ -38,9 +38,10 @@ class ParameterRing:
         """The slot the next push overwrites (the oldest snapshot once the ring is full)."""
         return self.slots[self.pushes % self.size]
 
+    @torch.no_grad()
     def push(self, params: Sequence[Tensor]) -> None:
-        """Store a copy of ``params`` (detached) in the oldest slot."""
-        torch._foreach_copy_(self.next_slot, [p.detach() for p in params])
+        """Store a copy of ``params`` in the oldest slot."""
+        torch._foreach_copy_(self.next_slot, list(params))
         self.pushes += 1
 
     def snapshots(self) -> list[list[Tensor]]:
@@ -76,8 +77,9 @@ class WindowMean:
     def count(self) -> int:
         return self.ring.count
 
+    @torch.no_grad()
     def push(self, params: Sequence[Tensor]) -> None:
-        params = [p.detach() for p in params]
+        params = list(params)
         if self.ring.pushes >= self.ring.size:
             torch._foreach_sub_(self.total, self.ring.next_slot)
         self.ring.push(params)
@@ -91,6 +93,7 @@ class WindowMean:
         for slot in self.ring.slots[1 : self.ring.count]:
             torch._foreach_add_(self.total, slot)
 
+    @torch.no_grad()
     def write_mean(self, out: Sequence[Tensor]) -> None:
         """Write the window mean into ``out`` (e.g. the teacher model's parameters)."""
         if self.count == 0:
@@ -122,8 +125,9 @@ class CumulativeMean:
     def count(self) -> int:
         return self.pushes
 
+    @torch.no_grad()
     def push(self, params: Sequence[Tensor]) -> None:
-        params = [p.detach() for p in params]
+        params = list(params)
         self.pushes += 1
         if self.pushes == 1:
             torch._foreach_copy_(self.mean, params)

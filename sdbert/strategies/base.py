@@ -73,6 +73,7 @@ class TeacherStrategy:
         self.teacher_dropout = bool(teacher_dropout)
         self._pending: dict[str, Any] | None = None
         self._device: torch.device | None = None
+        self._student: list[Tensor] = []  # the student's parameter tensors, set by _allocate
 
     # -- life cycle -------------------------------------------------------------------------------
     def setup(self, model: nn.Module) -> None:
@@ -86,7 +87,11 @@ class TeacherStrategy:
             self._load(pending)
 
     def _allocate(self, model: nn.Module) -> None:
-        """Create the strategy's tensors for ``model`` (called once per device)."""
+        """Create the strategy's tensors for ``model`` (called once per device).
+
+        Strategies keep the list of the student's parameter tensors from here on: the hooks receive
+        the same module every step, and the hot path then builds no per-parameter lists.
+        """
 
     # -- training ---------------------------------------------------------------------------------
     def teacher_logits(self, model: nn.Module, inputs: Inputs) -> Tensor | None:

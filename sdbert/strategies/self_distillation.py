@@ -73,11 +73,12 @@ class SelfDistillationAveraged(_SelfDistillation):
 
     def _allocate(self, model: nn.Module) -> None:
         self.teacher = frozen_copy(model)
-        like = parameters_of(model)
+        self._student = parameters_of(model)
+        self._teacher = parameters_of(self.teacher)
         if self.teacher_size is None:
-            self.average = CumulativeMean(like, storage=parameters_of(self.teacher))
+            self.average = CumulativeMean(self._student, storage=self._teacher)
         else:
-            self.average = WindowMean(like, self.teacher_size)
+            self.average = WindowMean(self._student, self.teacher_size)
 
     @property
     def has_teacher(self) -> bool:
@@ -85,8 +86,8 @@ class SelfDistillationAveraged(_SelfDistillation):
 
     def before_optimizer_step(self, model: nn.Module) -> None:
         assert self.average is not None and self.teacher is not None, "setup() was not called"
-        self.average.push(parameters_of(model))
-        self.average.write_mean(parameters_of(self.teacher))
+        self.average.push(self._student)
+        self.average.write_mean(self._teacher)
 
     def teacher_parameters(self) -> list[Tensor]:
         """θ̄ of eq. (6) as it stands for the next step (for tests and inspection)."""
@@ -115,7 +116,7 @@ class SelfDistillationAveraged(_SelfDistillation):
     def _load(self, state: dict[str, Any]) -> None:
         assert self.average is not None and self.teacher is not None
         self.average.load_state_dict(state["average"])
-        self.average.write_mean(parameters_of(self.teacher))
+        self.average.write_mean(self._teacher)
 
 
 class SelfDistillationVoted(_SelfDistillation):
@@ -140,7 +141,8 @@ class SelfDistillationVoted(_SelfDistillation):
     def _allocate(self, model: nn.Module) -> None:
         assert self.teacher_size is not None
         self._names = [name for name, _ in model.named_parameters()]
-        self.ring = ParameterRing(parameters_of(model), self.teacher_size)
+        self._student = parameters_of(model)
+        self.ring = ParameterRing(self._student, self.teacher_size)
 
     @property
     def has_teacher(self) -> bool:
@@ -148,7 +150,7 @@ class SelfDistillationVoted(_SelfDistillation):
 
     def before_optimizer_step(self, model: nn.Module) -> None:
         assert self.ring is not None, "setup() was not called"
-        self.ring.push(parameters_of(model))
+        self.ring.push(self._student)
 
     def _vote(self, model: nn.Module, inputs: Inputs, training: bool) -> Tensor:
         assert self.ring is not None

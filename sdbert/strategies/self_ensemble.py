@@ -27,11 +27,12 @@ class SelfEnsemble(TeacherStrategy):
 
     def _allocate(self, model: nn.Module) -> None:
         self.average_model = frozen_copy(model)
-        self.mean = CumulativeMean(parameters_of(model), storage=parameters_of(self.average_model))
+        self._student = parameters_of(model)
+        self.mean = CumulativeMean(self._student, storage=parameters_of(self.average_model))
 
     def after_optimizer_step(self, model: nn.Module) -> None:
         assert self.mean is not None, "setup() was not called"
-        self.mean.push(parameters_of(model))
+        self.mean.push(self._student)
 
     def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
         assert self.average_model is not None, "setup() was not called"
