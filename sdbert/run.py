@@ -53,8 +53,6 @@ def _best_epoch(ckpt: Any) -> int | None:
     path = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
     if not path or not Path(path).is_file():
         return None
-    import torch
-
     try:
         state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
         return int(state["epoch"]) + 1
