@@ -506,6 +506,14 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Write one figure as PNG and free it (pyplot keeps every open figure otherwise)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return path
+
+
 def figure_lambda(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> tuple[list[Path], str | None]:
     """Fig. 3: test error over λ, one line per (strategy, K, context), per test set."""
     plt = _plt()
@@ -536,11 +544,7 @@ def figure_lambda(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> 
         ax.set_ylabel("test error (%)")
         ax.set_title(f"Test error on {col.title} over λ (Fig. 3)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"figure3_lambda_{_slug(col.name)}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"figure3_lambda_{_slug(col.name)}.png"))
     return paths, None if paths else "no SDA/SDV runs that differ only in λ (experiment=figure3)"
 
 
@@ -563,11 +567,7 @@ def figure_stability(rows: Sequence[Row], columns: Sequence[Column], out: Path) 
         ax.set_ylabel(f"test {'accuracy' if col.nli else 'error'} (%)")
         n = sorted({len(r.cells[col.name].values) for r in picked})
         ax.set_title(f"Training stability on {col.title}: {'/'.join(map(str, n))} seeds (Fig. 4)")
-        fig.tight_layout()
-        path = out / f"figure4_stability_{_slug(col.name)}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"figure4_stability_{_slug(col.name)}.png"))
     return paths, None if paths else "no setup with 2 or more finished seeds (experiment=figure4)"
 
 
@@ -611,11 +611,7 @@ def figure_epochs(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> 
         ax.set_ylabel("test error (%)")
         ax.set_title(f"Test error per epoch on {col.title} (Fig. 5)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"figure5_epoch_error_{_slug(col.name)}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"figure5_epoch_error_{_slug(col.name)}.png"))
     return paths, None if paths else "no run logged epoch_test/err (train with callbacks=with_epoch_test)"
 
 
@@ -647,11 +643,7 @@ def figure_losses(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[1].legend(fontsize=7)
         fig.suptitle(f"Loss curves on {DISPLAY.get(dataset, dataset)} (Fig. 6)")
-        fig.tight_layout()
-        path = out / f"figure6_losses_{_slug(dataset)}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"figure6_losses_{_slug(dataset)}.png"))
     return paths, None if paths else "no SDA/SDV run logged train/ce and train/mse"
 
 
