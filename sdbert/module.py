@@ -74,6 +74,9 @@ class SelfDistillationModule(L.LightningModule):
             }
         )
         self._predictions: dict[str, list[Tensor]] = {}
+        # per-optimizer-step sums of the training terms (logged by _log_window)
+        self._window: dict[str, Tensor] = {}
+        self._window_batches = 0
 
     @staticmethod
     def _metric_id(stage: str, name: str) -> str:
@@ -103,7 +106,17 @@ class SelfDistillationModule(L.LightningModule):
         torch.manual_seed(hash((self.seed, self.current_epoch, batch_idx)) & 0x7FFF_FFFF_FFFF_FFFF)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._log_window()
         self.strategy.before_optimizer_step(self.model)
+
+    def _log_window(self) -> None:
+        """Log train/loss, train/ce, train/mse, train/logit_abs_mean once per optimizer step (time step t),
+        each the mean over the step's micro-batches (with gradient accumulation there are several)."""
+        if not self._window_batches:
+            return
+        for key, total in self._window.items():
+            self.log(f"train/{key}", total / self._window_batches, on_step=True, on_epoch=False, prog_bar=key == "loss")
+        self._window, self._window_batches = {}, 0
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -128,12 +141,11 @@ class SelfDistillationModule(L.LightningModule):
             mse = F.mse_loss(logits.float(), teacher.float())
             loss = ce + self.strategy.distill_weight * mse
             out["mse"] = mse.detach()
-            self.log("train/mse", mse, on_step=True, on_epoch=False, batch_size=labels.numel())
-        bs = labels.numel()
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
-        self.log("train/ce", ce, on_step=True, on_epoch=False, batch_size=bs)
-        self.log("train/logit_abs_mean", out["logit_abs_mean"], on_step=True, on_epoch=False, batch_size=bs)
         out["loss"] = loss
+        for key in ("loss", "ce", "mse", "logit_abs_mean"):
+            if key in out:
+                self._window[key] = self._window.get(key, 0.0) + out[key].detach()
+        self._window_batches += 1
         # Lightning divides out["loss"] by accumulate_grad_batches before callbacks see it; keep the real value
         out["loss_value"] = loss.detach()
         return out

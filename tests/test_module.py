@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
 
 from sdbert.callbacks import DivergenceGuard
 from sdbert.errors import TrainingDiverged
@@ -181,3 +182,47 @@ def test_divergence_guard_sees_the_unscaled_loss_under_accumulation(tmp_path):
     guard = DivergenceGuard(max_loss=0.75 * float(recorder.rows[0][1]["ce"]))
     with pytest.raises(TrainingDiverged, match="loss is"):
         guard.on_train_batch_end(trainer, object(), recorder.rows[0][1], None, 0)
+
+
+class CapturingLogger(Logger):
+    """Keeps every (step, metrics) the trainer logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict]] = []
+
+    @property
+    def name(self) -> str:
+        return "capture"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.rows.append((step, dict(metrics)))
+
+
+def test_training_terms_are_logged_once_per_optimizer_step_as_window_means(tmp_path):
+    recorder, logger = Recorder(), CapturingLogger()
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, accelerator="cpu", max_epochs=1, accumulate_grad_batches=4, logger=logger,
+        log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        callbacks=[recorder],
+    )
+    trainer.fit(_module(SelfDistillationAveraged(teacher_size=1)), train_dataloaders=loader(n=32, batch_size=2))
+    logged = {step: m for step, m in logger.rows if "train/ce" in m}
+    assert sorted(logged) == list(range(4))  # 16 micro-batches / 4 = 4 optimizer steps, one row each
+    for step, metrics in logged.items():
+        window = [out for t, out in recorder.rows if t == step]
+        assert len(window) == 4
+        assert metrics["train/ce"] == pytest.approx(float(torch.stack([o["ce"] for o in window]).mean()), rel=1e-6)
+        if step == 0:
+            assert "train/mse" not in metrics  # no teacher at t = 0
+        else:
+            mse = float(torch.stack([o["mse"] for o in window]).mean())
+            assert metrics["train/mse"] == pytest.approx(mse, rel=1e-6)
+            assert metrics["train/loss"] == pytest.approx(metrics["train/ce"] + mse, rel=1e-5)
