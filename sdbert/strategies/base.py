@@ -111,6 +111,13 @@ class TeacherStrategy:
 
     # -- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume; before ``setup`` the state loaded from a checkpoint, unchanged."""
+        if self._device is None:
+            return dict(self._pending or {})
+        return self._state()
+
+    def _state(self) -> dict[str, Any]:
+        """The allocated tensors' state (subclasses with state override this)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -108,9 +108,8 @@ class SelfDistillationAveraged(_SelfDistillation):
         with _mode(self.teacher, False):
             return {"": model(**inputs), "teacher": self.teacher(**inputs)}
 
-    def state_dict(self) -> dict[str, Any]:
-        if self.average is None:
-            return dict(self._pending or {})
+    def _state(self) -> dict[str, Any]:
+        assert self.average is not None
         return {"average": self.average.state_dict()}
 
     def _load(self, state: dict[str, Any]) -> None:
@@ -174,8 +173,9 @@ class SelfDistillationVoted(_SelfDistillation):
             out["teacher"] = self._vote(model, inputs, False) if self.has_teacher else out[""]
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"ring": self.ring.state_dict()} if self.ring is not None else dict(self._pending or {})
+    def _state(self) -> dict[str, Any]:
+        assert self.ring is not None
+        return {"ring": self.ring.state_dict()}
 
     def _load(self, state: dict[str, Any]) -> None:
         assert self.ring is not None

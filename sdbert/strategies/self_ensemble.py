@@ -42,8 +42,9 @@ class SelfEnsemble(TeacherStrategy):
             out["student"] = model(**inputs)
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean.state_dict()} if self.mean is not None else dict(self._pending or {})
+    def _state(self) -> dict[str, Any]:
+        assert self.mean is not None
+        return {"mean": self.mean.state_dict()}
 
     def _load(self, state: dict[str, Any]) -> None:
         assert self.mean is not None
