@@ -25,7 +25,7 @@ dev: $(VENV)/.dev
 
 ## fetch and verify the embedded data (IMDb, SNLI, BBC News) into the cache
 data: install
-	$(PY) -m sdbert.data.fetch
+	$(PY) -m sdbert.sources.fetch
 
 ## the main job: embedded MiniLM, SNLI (§4.4 setting), strategy=sda
 run: data

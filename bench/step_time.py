@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sdbert.models import SequenceClassifier
-from sdbert.strategies import BaseStrategy, SelfDistillationAveraged, SelfDistillationVoted, SelfEnsemble
+from sdbert.classifier import SequenceClassifier
+from sdbert.strategies import SelfDistillationAveraged, SelfDistillationVoted, SelfEnsemble, Vanilla
 
 GEOMETRIES = {
     "bert-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
@@ -29,7 +29,7 @@ GEOMETRIES = {
     "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128},
 }
 STRATEGIES = {
-    "base": lambda: BaseStrategy(),
+    "base": lambda: Vanilla(),
     "se": lambda: SelfEnsemble(),
     "sda5": lambda: SelfDistillationAveraged(teacher_size=5),
     "sda_all": lambda: SelfDistillationAveraged(teacher_size="all"),

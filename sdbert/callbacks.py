@@ -1,13 +1,17 @@
-"""Lightning callbacks that belong to sdbert's method (the rest come from Lightning itself)."""
+"""sdbert's Lightning callbacks: the divergence guard, per-epoch test evaluation, per-optimizer-step
+throughput and learning rates, and the progress bar factory (the rest come from Lightning itself)."""
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 
-from sdbert.errors import TrainingDiverged
+from sdbert.errors import ConfigError, TrainingDiverged
 
 
 class DivergenceGuard(L.Callback):
@@ -64,7 +68,7 @@ class EpochTestEvaluation(L.Callback):
         self.extras = bool(extras)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from sdbert.module import metric_key
+        from sdbert.strategies import metric_key
 
         epoch = trainer.current_epoch + 1
         if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
@@ -81,3 +85,96 @@ class EpochTestEvaluation(L.Callback):
                 for model_name, acc in pl_module.evaluate(loader, extras=self.extras).items():
                     for metric, value in (("acc", acc), ("err", 100.0 - acc)):
                         pl_module.log(metric_key(f"epoch_{name}", model_name, metric), value, on_epoch=True)
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, Mapping):
+        batch = batch.get("labels", next(iter(batch.values()), None))
+    if isinstance(batch, (list, tuple)) and batch:
+        batch = batch[0]
+    shape = getattr(batch, "shape", None)
+    return int(shape[0]) if shape else 0
+
+
+class Throughput(L.Callback):
+    """Logs ``perf/step_time_s`` and ``perf/samples_per_s`` once per optimizer step (on the progress bar too).
+
+    Step time is the wall time from the end of the previous optimizer step to the end of this one, so
+    it covers all micro-batches of a gradient-accumulation window and their data loading; the first
+    step of an epoch, or after a validation, is timed from its first batch. ``samples_per_s`` divides
+    the window's training examples by it.
+    """
+
+    def __init__(self, prog_bar: bool = True) -> None:
+        self.prog_bar = prog_bar
+        self._start: float | None = None
+        self._samples = 0
+        self._step = -1
+
+    def _reset(self, trainer: L.Trainer) -> None:
+        self._start, self._samples, self._step = None, 0, trainer.global_step
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset(trainer)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._start is None:
+            self._start, self._step = time.perf_counter(), trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._samples += _batch_size(batch)
+        if trainer.global_step == self._step or self._start is None:
+            return  # still accumulating gradients
+        if pl_module.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(pl_module.device)
+        now = time.perf_counter()
+        elapsed = max(now - self._start, 1e-9)
+        pl_module.log("perf/step_time_s", elapsed, on_step=True, on_epoch=False, batch_size=1)
+        pl_module.log(
+            "perf/samples_per_s", self._samples / elapsed, on_step=True, on_epoch=False, prog_bar=self.prog_bar,
+            batch_size=1,
+        )
+        self._start, self._samples, self._step = now, 0, trainer.global_step
+
+
+def progress_bar(
+    kind: str = "rich", refresh_rate: int = 1, leave: bool = True, enabled: bool = True
+) -> L.Callback | None:
+    """The progress bar (live ``train/loss``, ``perf/samples_per_s``, ``val/acc``), or None when disabled.
+
+    ``rich`` prints only its final state when the output is not a terminal (clean log files); ``tqdm``
+    is the classic bar. ``enabled`` follows ``trainer.enable_progress_bar``: Lightning refuses a progress
+    bar callback when that is false, so none is made.
+    """
+    if not enabled:
+        return None
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    if kind == "rich":
+        return RichProgressBar(refresh_rate=refresh_rate, leave=leave)
+    if kind == "tqdm":
+        return TQDMProgressBar(refresh_rate=refresh_rate, leave=leave)
+    raise ConfigError(f"callbacks.progress_bar.kind={kind!r}: use rich or tqdm")
+
+
+class StepLearningRateMonitor(LearningRateMonitor):
+    """``LearningRateMonitor`` (keys ``lr-AdamW/<param group name>``) logged once per optimizer step.
+
+    Lightning's own logs at every micro-batch of a gradient-accumulation window, with the same step;
+    this one logs at the window's first micro-batch, i.e. the rate the coming optimizer step uses.
+    """
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        batch_idx = kwargs.get("batch_idx", args[2] if len(args) > 2 else 0)
+        if batch_idx % max(int(trainer.accumulate_grad_batches), 1):
+            return
+        super().on_train_batch_start(trainer, *args, **kwargs)

@@ -17,16 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from sdbert.classifier import SequenceClassifier
 from sdbert.errors import ConfigError
-from sdbert.models import SequenceClassifier
-from sdbert.strategies import TeacherStrategy
+from sdbert.io import save_torch
+from sdbert.strategies import REPORTED, TeacherStrategy, metric_key
 
 STRATEGY_STATE_KEY = "sdbert_strategy"
 
-
-def metric_key(stage: str, model_name: str, metric: str) -> str:
-    """``val/acc`` for the reported model, ``val/teacher/acc`` for the others."""
-    return f"{stage}/{model_name}/{metric}" if model_name else f"{stage}/{metric}"
 
 
 class SelfDistillationModule(L.LightningModule):
@@ -74,13 +71,13 @@ class SelfDistillationModule(L.LightningModule):
             }
         )
         self._predictions: dict[str, list[Tensor]] = {}
-        # per-optimizer-step sums of the training terms (logged by _log_window)
-        self._window: dict[str, Tensor] = {}
-        self._window_batches = 0
+        # sums of the training terms over the current optimizer step's micro-batches (see _log_step_means)
+        self._step_sums: dict[str, Tensor] = {}
+        self._step_batches = 0
 
     @staticmethod
     def _metric_id(stage: str, name: str) -> str:
-        return f"{stage}__{name or 'main'}"
+        return f"{stage}__{name}"
 
     @staticmethod
     def _split(batch: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
@@ -106,17 +103,17 @@ class SelfDistillationModule(L.LightningModule):
         torch.manual_seed(hash((self.seed, self.current_epoch, batch_idx)) & 0x7FFF_FFFF_FFFF_FFFF)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self._log_window()
+        self._log_step_means()
         self.strategy.before_optimizer_step(self.model)
 
-    def _log_window(self) -> None:
+    def _log_step_means(self) -> None:
         """Log train/loss, train/ce, train/mse, train/logit_abs_mean once per optimizer step (time step t),
         each the mean over the step's micro-batches (with gradient accumulation there are several)."""
-        if not self._window_batches:
+        if not self._step_batches:
             return
-        for key, total in self._window.items():
-            self.log(f"train/{key}", total / self._window_batches, on_step=True, on_epoch=False, prog_bar=key == "loss")
-        self._window, self._window_batches = {}, 0
+        for key, total in self._step_sums.items():
+            self.log(f"train/{key}", total / self._step_batches, on_step=True, on_epoch=False, prog_bar=key == "loss")
+        self._step_sums, self._step_batches = {}, 0
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -144,15 +141,15 @@ class SelfDistillationModule(L.LightningModule):
         out["loss"] = loss
         for key in ("loss", "ce", "mse", "logit_abs_mean"):
             if key in out:
-                self._window[key] = self._window.get(key, 0.0) + out[key].detach()
-        self._window_batches += 1
+                self._step_sums[key] = self._step_sums.get(key, 0.0) + out[key].detach()
+        self._step_batches += 1
         # Lightning divides out["loss"] by accumulate_grad_batches before callbacks see it; keep the real value
         out["loss_value"] = loss.detach()
         return out
 
     # -- evaluation -------------------------------------------------------------------------------
     def eval_batch(self, batch: Mapping[str, Tensor], extras: bool = True) -> tuple[dict[str, Tensor], Tensor]:
-        """Logits of the evaluated models (``strategy.eval_names``; "" is the reported one) and the labels."""
+        """Logits of the evaluated models (``strategy.eval_names``, ``REPORTED`` first) and the labels."""
         inputs, labels = self._split(batch)
         return self.strategy.eval_logits(self.model, inputs, extras=extras), labels
 
@@ -185,7 +182,7 @@ class SelfDistillationModule(L.LightningModule):
         for name, value in logits.items():
             self.metrics[self._metric_id(stage, name)].update(value.float(), labels)
         if stage != "val" and self.prediction_dir is not None:
-            self._predictions.setdefault(stage, []).append(torch.softmax(logits[""].float(), -1).cpu())
+            self._predictions.setdefault(stage, []).append(torch.softmax(logits[REPORTED].float(), -1).cpu())
             self._predictions.setdefault(f"{stage}__labels", []).append(labels.cpu())
 
     def _log_stage(self, stage: str) -> None:
@@ -194,7 +191,7 @@ class SelfDistillationModule(L.LightningModule):
             if not metric.update_called:
                 continue
             acc = metric.compute() * 100.0
-            self.log(metric_key(stage, name, "acc"), acc, prog_bar=not name, add_dataloader_idx=False)
+            self.log(metric_key(stage, name, "acc"), acc, prog_bar=name == REPORTED, add_dataloader_idx=False)
             self.log(metric_key(stage, name, "err"), 100.0 - acc, add_dataloader_idx=False)
             metric.reset()
 
@@ -220,17 +217,14 @@ class SelfDistillationModule(L.LightningModule):
         """Test-set probabilities of the reported model, for voted ensembles (eq. 2)."""
         assert self.prediction_dir is not None
         self.prediction_dir.mkdir(parents=True, exist_ok=True)
-        path = self.prediction_dir / f"{stage}.pt"
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save(
+        save_torch(
+            self.prediction_dir / f"{stage}.pt",
             {
                 "probs": torch.cat(self._predictions[stage]),
                 "labels": torch.cat(self._predictions[f"{stage}__labels"]),
                 "label_names": self.label_names,
             },
-            tmp,
         )
-        tmp.replace(path)
 
     # -- optimisation (§4.2) ----------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
@@ -253,7 +247,7 @@ class SelfDistillationModule(L.LightningModule):
             }
             for (part, decay), params in sorted(groups.items())
         ]
-        # the fused kernel does the whole update in one pass (CPU and CUDA): ~8x faster on a 2-core CPU
+        # the fused kernel does the whole update in one pass (CPU and CUDA); measured in docs/performance.md
         fused = o.get("fused", True) and self.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(
             param_groups,

@@ -1,4 +1,4 @@
-"""Where sdbert keeps downloads and caches (overridable with SDBERT_CACHE)."""
+"""Where things live: the cache root (downloads, converted data, token caches) and the names inside a run directory."""
 
 from __future__ import annotations
 
@@ -12,3 +12,18 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     path = Path(root).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# -- what a run directory holds (a Hydra output directory) ------------------------------------------
+#: the run's outcome: ``status`` ok / failed, the test metrics, seeds, wall time
+SUMMARY_FILE = "metrics.json"
+#: the run's resolved config and the command-line overrides, as Hydra writes them
+CONFIG_FILE = Path(".hydra") / "config.yaml"
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+#: ``<test name>.pt``: the reported model's test-set probabilities and labels
+PREDICTIONS_DIR = "predictions"
+CHECKPOINT_DIR = "checkpoints"
+#: a sweep directory's record of what it was to run
+SWEEP_FILE = "multirun.yaml"
+#: written by ``sdbert-ensemble`` into its output directory
+ENSEMBLE_FILE = "ensemble.json"

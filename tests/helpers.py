@@ -26,7 +26,7 @@ def tiny_bert_classifier(num_labels: int = 3, vocab: int = 64, seed: int = 0):
     """A random-init 2-layer BERT wrapped as sdbert's SequenceClassifier (no tokenizer needed)."""
     from transformers import BertConfig, BertModel
 
-    from sdbert.models import SequenceClassifier
+    from sdbert.classifier import SequenceClassifier
 
     torch.manual_seed(seed)
     config = BertConfig(

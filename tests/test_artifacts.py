@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import subprocess
 import tarfile
 import zipfile
@@ -13,17 +12,15 @@ from typing import Any
 
 import pytest
 
-from sdbert.data import artifacts
-from sdbert.data.artifacts import (
+from sdbert.errors import SourceError
+from sdbert.sources import artifacts
+from sdbert.sources.artifacts import (
     ARTIFACTS,
     Artifact,
-    atomic_write_bytes,
-    atomic_write_text,
     extract_tree,
     fetch_artifact,
     read_member,
 )
-from sdbert.errors import SourceError
 
 GOOD = b"the real archive bytes"
 BAD = b"a tampered archive"
@@ -235,21 +232,3 @@ def test_read_member_from_tar_and_zip(tmp_path: Path) -> None:
     for archive in (tar, whl):
         with pytest.raises(SourceError, match="no member 'd/missing'"):
             read_member(archive, "d/missing")
-
-
-def test_atomic_write_replaces_whole_file_or_nothing(tmp_path: Path, monkeypatch) -> None:
-    path = tmp_path / "sub" / "meta.json"
-    atomic_write_text(path, "old")
-    assert path.read_text() == "old"
-    atomic_write_bytes(path, b"new")
-    assert path.read_bytes() == b"new"
-
-    def boom(src: object, dst: object) -> None:
-        raise OSError("interrupted")
-
-    monkeypatch.setattr(artifacts.os, "replace", boom)
-    with pytest.raises(OSError, match="interrupted"):
-        atomic_write_text(path, "half")
-    monkeypatch.undo()
-    assert path.read_bytes() == b"new"
-    assert os.listdir(path.parent) == ["meta.json"]

@@ -17,9 +17,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from sdbert.analysis.ensemble import EnsembleError, check_members, main, vote
+from sdbert.analysis.rundirs import find_runs, load_run
 from sdbert.config import instantiate
-from sdbert.ensemble import EnsembleError, check_members, main, vote
-from sdbert.rundirs import find_runs, load_run
 from tests.conftest import ROOT
 
 SWEEP_ARGS = [
@@ -64,7 +64,7 @@ def sweep(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ensemble_out(sweep, tmp_path_factory):
-    """The documented command on the sweep directory: ``python -m sdbert.ensemble <sweep> --out <dir>``."""
+    """The documented command on the sweep directory: ``python -m sdbert.analysis.ensemble <sweep> --out <dir>``."""
     import contextlib
     import io
 

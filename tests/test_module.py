@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import Logger
 from sdbert.callbacks import DivergenceGuard
 from sdbert.errors import TrainingDiverged
 from sdbert.module import SelfDistillationModule
-from sdbert.strategies import BaseStrategy, SelfDistillationAveraged, SelfDistillationVoted, SelfEnsemble
+from sdbert.strategies import SelfDistillationAveraged, SelfDistillationVoted, SelfEnsemble, Vanilla
 from tests.helpers import loader, tiny_bert_classifier
 
 OPTIM = {"encoder_lr": 1e-3, "head_lr": 1e-2, "weight_decay": 0.01, "warmup_proportion": 0.1}
@@ -96,7 +96,7 @@ def _final_params(module: SelfDistillationModule) -> list[torch.Tensor]:
 
 def test_lambda_zero_reproduces_base_exactly(tmp_path):
     runs = []
-    for strategy in (BaseStrategy(), SelfDistillationAveraged(teacher_size=2, distill_weight=0.0)):
+    for strategy in (Vanilla(), SelfDistillationAveraged(teacher_size=2, distill_weight=0.0)):
         module = _module(strategy)
         _trainer(tmp_path / strategy.name, max_epochs=2).fit(module, train_dataloaders=loader(n=16))
         runs.append(_final_params(module))
@@ -160,7 +160,7 @@ def test_divergence_guard_catches_non_finite_loss(tmp_path):
 
 
 def test_optimizer_groups_follow_the_recipe(tmp_path):
-    module = _module(BaseStrategy())
+    module = _module(Vanilla())
     trainer = _trainer(tmp_path, max_epochs=1)
     trainer.fit(module, train_dataloaders=loader(n=40))  # 10 optimizer steps → 1 warm-up step
     opt = trainer.optimizers[0]
@@ -176,7 +176,7 @@ def test_divergence_guard_sees_the_unscaled_loss_under_accumulation(tmp_path):
     """Lightning scales the returned loss by 1/accumulate; the guard's bound applies to the real loss."""
     recorder = Recorder()
     trainer = _trainer(tmp_path, accumulate=4, callbacks=[recorder])
-    trainer.fit(_module(BaseStrategy()), train_dataloaders=loader(n=16))
+    trainer.fit(_module(Vanilla()), train_dataloaders=loader(n=16))
     for _, out in recorder.rows:
         assert torch.allclose(out["loss_value"], out["ce"])
     guard = DivergenceGuard(max_loss=0.75 * float(recorder.rows[0][1]["ce"]))

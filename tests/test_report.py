@@ -16,11 +16,11 @@ import torch
 from omegaconf import OmegaConf
 
 from sdbert import paper
+from sdbert.analysis.report import main, paper_errors, relative_error_change, write_report
+from sdbert.analysis.rundirs import load_run
 from sdbert.callbacks import EpochTestEvaluation
 from sdbert.module import SelfDistillationModule
 from sdbert.paper import default_teacher_size
-from sdbert.report import main, paper_errors, relative_error_change, write_report
-from sdbert.rundirs import load_run
 from sdbert.strategies import SelfDistillationAveraged
 from tests.conftest import CONF, compose_train
 from tests.helpers import loader, tiny_bert_classifier
@@ -198,7 +198,7 @@ def test_report_on_real_runs_names_what_is_missing(damaged_sweep, tmp_path):
 
 
 def test_report_reads_ensemble_json(real_sweep, tmp_path):
-    from sdbert.ensemble import main as ensemble_main
+    from sdbert.analysis.ensemble import main as ensemble_main
 
     sweep = real_sweep
     with contextlib.redirect_stdout(io.StringIO()):

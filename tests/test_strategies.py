@@ -11,10 +11,11 @@ from torch.func import functional_call
 from sdbert.averaging import CumulativeMean, ParameterRing, WindowMean
 from sdbert.errors import ConfigError
 from sdbert.strategies import (
-    BaseStrategy,
+    REPORTED,
     SelfDistillationAveraged,
     SelfDistillationVoted,
     SelfEnsemble,
+    Vanilla,
 )
 from tests.helpers import ToyClassifier
 
@@ -112,7 +113,7 @@ def test_se_average_is_mean_over_all_steps():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     x = torch.randn(4, 6)
     out = strategy.eval_logits(model, {"x": x})
-    assert set(out) == {"", "student"}
+    assert set(out) == {REPORTED, "student"}
     torch.testing.assert_close(out["student"], model(x=x))
 
 
@@ -135,10 +136,10 @@ def test_teacher_dropout_switch():
 
 
 def test_base_has_no_teacher():
-    strategy = BaseStrategy()
+    strategy = Vanilla()
     for _, _, x, model in _run(strategy, steps=3):
         assert strategy.teacher_logits(model, {"x": x}) is None
-        assert set(strategy.eval_logits(model, {"x": x})) == {""}
+        assert set(strategy.eval_logits(model, {"x": x})) == {REPORTED}
 
 
 @pytest.mark.parametrize("strategy_cls,k", [(SelfDistillationAveraged, 3), (SelfDistillationAveraged, "all"),

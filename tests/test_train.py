@@ -58,7 +58,7 @@ def test_cli_bad_input_is_one_line(tmp_path):
 
 def test_built_classifier_trains_with_dropout_on():
     """from_pretrained returns eval mode; the recipe's dropout 0.1 must be active in training."""
-    from sdbert.models import build_classifier
+    from sdbert.classifier import build_classifier
 
     model = build_classifier("embedded:all-minilm-l6-v2", num_labels=2)  # the pretrained path
     assert all(m.training for m in model.modules())

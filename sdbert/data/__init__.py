@@ -1,4 +1,4 @@
-"""Data layer: pinned offline artifacts, raw sources (embedded/hub/local) and the datamodule."""
+"""The data layer: row selection and validation, the tokenised cache, batching, and the DataModule."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `python -m sdbert.data.fetch` and the artifact helpers should not import lightning.
+    # Lazy: importing sdbert.data.selection or .cache should not import lightning.
     if name == "TextClassificationDataModule":
         from sdbert.data.datamodule import TextClassificationDataModule
 

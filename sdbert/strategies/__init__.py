@@ -1,20 +1,27 @@
-"""Teacher strategies: base (none), se (parameter average), sda (averaged teacher), sdv (voted teacher)."""
+"""Teacher strategies: BASE (none), SE (parameter average), SDA (averaged teacher), SDV (voted teacher).
 
-from sdbert.strategies.base import BaseStrategy, TeacherStrategy, parse_distill_weight, parse_teacher_size
+The interface and its contract are in :mod:`sdbert.strategies.interface`.
+"""
+
+from sdbert.strategies.interface import (
+    REPORTED,
+    TeacherStrategy,
+    Vanilla,
+    metric_key,
+    parse_distill_weight,
+    parse_teacher_size,
+)
 from sdbert.strategies.self_distillation import SelfDistillationAveraged, SelfDistillationVoted
 from sdbert.strategies.self_ensemble import SelfEnsemble
 
-STRATEGIES: dict[str, type[TeacherStrategy]] = {
-    cls.name: cls for cls in (BaseStrategy, SelfEnsemble, SelfDistillationAveraged, SelfDistillationVoted)
-}
-
 __all__ = [
-    "STRATEGIES",
-    "BaseStrategy",
+    "REPORTED",
     "SelfDistillationAveraged",
     "SelfDistillationVoted",
     "SelfEnsemble",
     "TeacherStrategy",
+    "Vanilla",
+    "metric_key",
     "parse_distill_weight",
     "parse_teacher_size",
 ]

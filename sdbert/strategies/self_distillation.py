@@ -16,7 +16,8 @@ from torch.func import functional_call
 
 from sdbert.averaging import CumulativeMean, ParameterRing, WindowMean
 from sdbert.errors import ConfigError
-from sdbert.strategies.base import (
+from sdbert.strategies.interface import (
+    REPORTED,
     Inputs,
     TeacherStrategy,
     frozen_copy,
@@ -37,7 +38,7 @@ def _mode(model: nn.Module, training: bool):
 
 
 class _SelfDistillation(TeacherStrategy):
-    eval_names: ClassVar[tuple[str, ...]] = ("", "teacher")
+    eval_names: ClassVar[tuple[str, ...]] = (REPORTED, "teacher")
 
     def __init__(self, teacher_size: Any = 1, distill_weight: float = 1.0, teacher_dropout: bool = True) -> None:
         super().__init__(distill_weight=distill_weight, teacher_dropout=teacher_dropout)
@@ -104,9 +105,9 @@ class SelfDistillationAveraged(_SelfDistillation):
     def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
         assert self.teacher is not None, "setup() was not called"
         if not extras:
-            return {"": model(**inputs)}
+            return {REPORTED: model(**inputs)}
         with _mode(self.teacher, False):
-            return {"": model(**inputs), "teacher": self.teacher(**inputs)}
+            return {REPORTED: model(**inputs), "teacher": self.teacher(**inputs)}
 
     def _state(self) -> dict[str, Any]:
         assert self.average is not None
@@ -168,9 +169,9 @@ class SelfDistillationVoted(_SelfDistillation):
         return self._vote(model, inputs, self.teacher_dropout)
 
     def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
-        out = {"": model(**inputs)}
+        out = {REPORTED: model(**inputs)}
         if extras:
-            out["teacher"] = self._vote(model, inputs, False) if self.has_teacher else out[""]
+            out["teacher"] = self._vote(model, inputs, False) if self.has_teacher else out[REPORTED]
         return out
 
     def _state(self) -> dict[str, Any]:

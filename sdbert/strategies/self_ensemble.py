@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from sdbert.averaging import CumulativeMean
-from sdbert.strategies.base import Inputs, TeacherStrategy, frozen_copy, parameters_of
+from sdbert.strategies.interface import REPORTED, Inputs, TeacherStrategy, frozen_copy, parameters_of
 
 
 class SelfEnsemble(TeacherStrategy):
@@ -18,7 +18,7 @@ class SelfEnsemble(TeacherStrategy):
     """
 
     name: ClassVar[str] = "se"
-    eval_names: ClassVar[tuple[str, ...]] = ("", "student")
+    eval_names: ClassVar[tuple[str, ...]] = (REPORTED, "student")
 
     def __init__(self) -> None:
         super().__init__(distill_weight=0.0)
@@ -37,7 +37,7 @@ class SelfEnsemble(TeacherStrategy):
     def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
         assert self.average_model is not None, "setup() was not called"
         self.average_model.eval()
-        out = {"": self.average_model(**inputs)}
+        out = {REPORTED: self.average_model(**inputs)}
         if extras:
             out["student"] = model(**inputs)
         return out

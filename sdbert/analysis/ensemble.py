@@ -7,8 +7,8 @@
 
 One command, on a sweep directory or on run directories::
 
-    python -m sdbert.ensemble logs/train/multiruns/2026-01-01_12-00-00          # or: sdbert-ensemble ...
-    python -m sdbert.ensemble logs/train/multiruns/table3/<time> --per-group     # one ensemble per setup
+    python -m sdbert.analysis.ensemble logs/train/multiruns/2026-01-01_12-00-00          # or: sdbert-ensemble ...
+    python -m sdbert.analysis.ensemble logs/train/multiruns/table3/<time> --per-group     # one ensemble per setup
 
 By default it combines the ``strategy=base`` runs it finds (``--strategy`` picks another) and writes
 ``<sweep dir>/ensemble/ensemble.json`` plus ``vote/<test>.pt`` and ``avg/<test>.pt`` (probabilities).
@@ -19,7 +19,6 @@ hyper-parameter) are refused with a one-line :class:`EnsembleError`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,8 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdbert.rundirs import (
-    ENSEMBLE_FILE,
+from sdbert.analysis.rundirs import (
     Run,
     RunDirError,
     describe_difference,
@@ -37,6 +35,8 @@ from sdbert.rundirs import (
     latest_per_seed,
     method_label,
 )
+from sdbert.io import save_torch, write_json
+from sdbert.paths import ENSEMBLE_FILE
 
 #: Strategies whose checkpointed ``model`` parameters are the reported model (SE reports its own average).
 AVERAGEABLE = ("base", "sda", "sdv")
@@ -105,10 +105,7 @@ def vote(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
 def _load_state(path: Path) -> dict[str, Any]:
     import torch
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:  # checkpoints with pickled extras (e.g. from older Lightning versions)
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not state:
         raise EnsembleError(f"{path} is not a Lightning checkpoint with a state_dict")
@@ -168,35 +165,23 @@ def evaluate_state(template: Run, state: dict[str, Any], out_dir: Path) -> dict[
     """
     import lightning as L
     import torch
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
-    from sdbert.config import instantiate
-    from sdbert.module import SelfDistillationModule
-    from sdbert.strategies import BaseStrategy
+    from sdbert.factory import build_datamodule, build_module
+    from sdbert.strategies import Vanilla
 
     cfg = template.config.copy()
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
-    label_names = template.label_names
-    model = instantiate(cfg.model, num_labels=len(label_names))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        cfg.test_extras = False
+    module = build_module(cfg, Vanilla(), prediction_dir=out_dir)
+    missing, unexpected = module.model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise EnsembleError(
             f"the averaged parameters do not fit model '{cfg.model.name_or_path}' "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
-    datamodule = instantiate(
-        cfg.dataset, tokenizer=cfg.model.name_or_path, data_seed=cfg.data_seed, cache_dir=cfg.paths.cache_dir
-    )
-    module = SelfDistillationModule(
-        model=model,
-        strategy=BaseStrategy(),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),  # type: ignore[arg-type]
-        label_names=label_names,
-        test_names=template.test_names,
-        seed=int(cfg.seed),
-        prediction_dir=out_dir,
-    )
+    datamodule = build_datamodule(cfg)
     gpu = torch.cuda.is_available() and str(cfg.trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
     trainer = L.Trainer(
         accelerator="gpu" if gpu else "cpu",
@@ -217,15 +202,6 @@ def evaluate_state(template: Run, state: dict[str, Any], out_dir: Path) -> dict[
     return out
 
 
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def build_ensembles(
     runs: Sequence[Run], out_dir: str | os.PathLike[str], checkpoint: str = "tested", avg: bool = True
 ) -> dict[str, Any]:
@@ -243,7 +219,7 @@ def build_ensembles(
     first = runs[0]
     voted = vote(runs)
     for test_name, res in voted.items():
-        _save(out / "vote" / f"{test_name}.pt",
+        save_torch(out / "vote" / f"{test_name}.pt",
               {"probs": res["probs"], "labels": res["labels"], "label_names": first.label_names})
     averaged: dict[str, dict[str, Any]] = {}
     checkpoints: list[Path] = []
@@ -285,9 +261,7 @@ def build_ensembles(
         "test": tests,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
-    tmp = out / (ENSEMBLE_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-    os.replace(tmp, out / ENSEMBLE_FILE)
+    write_json(out / ENSEMBLE_FILE, summary)
     return summary
 
 

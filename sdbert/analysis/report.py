@@ -1,9 +1,9 @@
 """Tables and figures in the paper's layout, from run directories alone (offline, after the fact).
 
-    python -m sdbert.report logs/train/multiruns/table3/<time> [more dirs ...] [--out DIR]   # or sdbert-report
+    python -m sdbert.analysis.report logs/train/multiruns/table3/<time> [more dirs ...] [--out DIR]   # or sdbert-report
 
 Reads every run under the given directories (``.hydra/config.yaml``, ``metrics.json``,
-``csv/metrics.csv``, ``predictions/``) and every ``ensemble.json`` written by ``sdbert.ensemble``,
+``csv/metrics.csv``, ``predictions/``) and every ``ensemble.json`` written by ``sdbert.analysis.ensemble``,
 and writes into ``--out`` (default ``<first dir>/report``):
 
 * ``report.md``: the runs found, and those that failed, did not finish, never started (jobs listed
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sdbert import paper
-from sdbert.rundirs import (
+from sdbert.analysis.rundirs import (
     METHOD_KEYS,
     Collection,
     Run,
@@ -331,7 +331,7 @@ def _add_ensemble_row(
     problems: list[str],
 ) -> None:
     """VOTE / AVG cells from the BASE row's seeds: ``ensemble.json`` if written, else VOTE from predictions."""
-    from sdbert.ensemble import vote
+    from sdbert.analysis.ensemble import vote
 
     key = (json.dumps({"strategy": kind}), json.dumps(base.context, default=str), base.model)
     for col, members in base.runs.items():
@@ -354,7 +354,7 @@ def _add_ensemble_row(
         if value is None:
             cell = row.cells.setdefault(col, Cell())
             if kind == "avg":
-                cell.note = "not computed: python -m sdbert.ensemble <dir> --per-group"
+                cell.note = "not computed: python -m sdbert.analysis.ensemble <dir> --per-group"
             continue
         row.cells[col] = Cell(values=[value if columns[col].nli else 100.0 - value])
         row.ks.add(k)
@@ -720,7 +720,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> 
            "(positive = fewer errors), with the paper's own Avg. Δ over the same datasets in brackets. "
            "SDA/SDV rows without K use Table 2's best K for each dataset (the default; IMDb 5/5, AG's News "
            "all/1, SNLI 2/1 for SDA/SDV), as Table 3 does. "
-           "VOTE/AVG: ensembles of the BASE seeds (`python -m sdbert.ensemble <dir> --per-group`; "
+           "VOTE/AVG: ensembles of the BASE seeds (`python -m sdbert.analysis.ensemble <dir> --per-group`; "
            "`n/c` = not computed yet).", ""]
     for model in models:
         rows = [r for r in results.rows if r.model == model]

@@ -19,12 +19,12 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from sdbert.errors import SourceError
+from sdbert.io import staged_dir
 from sdbert.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -232,9 +232,7 @@ def extract_tree(archive: Path, prefix: str, dest: Path) -> Path:
     if dest.exists():
         return dest
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
+    with staged_dir(dest, replace=False) as tmp:
         found = 0
         root = tmp.resolve()
         for name, is_file, opener in _iter_members(archive):
@@ -253,13 +251,6 @@ def extract_tree(archive: Path, prefix: str, dest: Path) -> Path:
             found += 1
         if not found:
             raise SourceError(f"archive {archive} has no files under '{prefix}'; is it the right artifact?")
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not dest.exists():  # a real failure, not a concurrent extraction that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -301,50 +292,3 @@ def read_members(archive: Path, prefix: str) -> dict[str, bytes]:
             with opener() as fh:
                 out[name] = fh.read()
     return out
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
-    with _atomic_target(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
-def atomic_write_text(path: Path, data: str, encoding: str = "utf-8") -> Path:
-    """Text version of :func:`atomic_write_bytes`."""
-    return atomic_write_bytes(path, data.encode(encoding))
-
-
-def replace_dir(tmp: Path, dest: Path) -> Path:
-    """Move a finished temp directory onto ``dest``, replacing an old ``dest`` if there is one.
-
-    ``os.replace`` cannot overwrite a non-empty directory, so an old one is first renamed aside
-    (still atomic from a reader's point of view: ``dest`` is always either old or new, or briefly
-    absent) and deleted afterwards.
-    """
-    tmp, dest = Path(tmp), Path(dest)
-    trash: Path | None = None
-    if dest.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        os.replace(dest, trash / dest.name)
-    os.replace(tmp, dest)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
-    return dest

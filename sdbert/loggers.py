@@ -1,4 +1,4 @@
-"""Watching runs: the W&B logger (mode decision, naming, grouping, finishing) and per-step callbacks.
+"""Watching runs on W&B: the logger's mode decision, naming, grouping and finishing.
 
 Nothing here talks to the network to decide anything, and nothing asks for input:
 
@@ -8,22 +8,17 @@ Nothing here talks to the network to decide anything, and nothing asks for input
 * ``WandbLogger`` is Lightning's logger with sdbert's run identity (name, tags, group, the full resolved
   config), a fall-back to offline when an online start fails, and ``finish`` that ends the run (one W&B
   run per Hydra job) and says how to upload it later.
-* ``Throughput`` logs the wall time and samples/s of every optimizer step; ``StepLearningRateMonitor``
-  logs each parameter group's learning rate once per optimizer step (not once per micro-batch).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -305,6 +300,38 @@ def wandb_loggers(loggers: Iterable[Any]) -> list[WandbLogger]:
     return [lg for lg in loggers if isinstance(lg, WandbLogger)]
 
 
+# -- a run's life cycle on W&B -----------------------------------------------------------------------
+def describe_wandb_runs(loggers: Iterable[Any], cfg: Any, describe: Mapping[str, Any]) -> None:
+    """Before training: each W&B run gets the resolved config and sdbert's name, tags and group."""
+    targets = wandb_loggers(loggers)
+    if not targets:
+        return
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    identity = run_identity(cfg, describe)
+    for lg in targets:
+        lg.describe_run(config, identity)  # type: ignore[arg-type]
+
+
+#: what the end of a run puts into the W&B run's summary besides the test metrics
+FINAL_KEYS = ("best_val_acc", "best_epoch", "epochs", "optimizer_steps", "wall_time_s")
+
+
+def finish_wandb_runs(loggers: Iterable[Any], summary: Mapping[str, Any], best_path: str) -> dict[str, Any] | None:
+    """After testing: upload the best checkpoint where asked (``log_model``), write the summary, end the run.
+
+    Returns where the (last) W&B run went, for ``metrics.json``; None without W&B.
+    """
+    info = None
+    for lg in wandb_loggers(loggers):
+        if lg.log_best_model and best_path:
+            lg.log_checkpoint(best_path, {"best_val_acc": summary["best_val_acc"], "epoch": summary["best_epoch"]})
+        final = {**summary["test"], **{k: summary[k] for k in FINAL_KEYS}}
+        info = lg.finish({k: v for k, v in final.items() if v is not None}, exit_code=0)
+    return info
+
+
 def finish_any_active_run(exit_code: int = 1) -> None:
     """End a wandb run left open (e.g. by a job that failed early), so the next job starts its own."""
     wandb = sys.modules.get("wandb")  # never import wandb just to find nothing
@@ -337,97 +364,3 @@ def wandb_hint(info: Mapping[str, Any] | None) -> str | None:
         f"sdbert: W&B run {info['name']} logged offline; upload it with `{info['sync_command']}` "
         f"or view it here with `wandb leet {info['run_dir']}`"
     )
-
-
-# -- per-step callbacks ----------------------------------------------------------------------------
-def _batch_size(batch: Any) -> int:
-    if isinstance(batch, Mapping):
-        batch = batch.get("labels", next(iter(batch.values()), None))
-    if isinstance(batch, (list, tuple)) and batch:
-        batch = batch[0]
-    shape = getattr(batch, "shape", None)
-    return int(shape[0]) if shape else 0
-
-
-class Throughput(L.Callback):
-    """Logs ``perf/step_time_s`` and ``perf/samples_per_s`` once per optimizer step (on the progress bar too).
-
-    Step time is the wall time from the end of the previous optimizer step to the end of this one, so
-    it covers all micro-batches of a gradient-accumulation window and their data loading; the first
-    step of an epoch, or after a validation, is timed from its first batch. ``samples_per_s`` divides
-    the window's training examples by it.
-    """
-
-    def __init__(self, prog_bar: bool = True) -> None:
-        self.prog_bar = prog_bar
-        self._start: float | None = None
-        self._samples = 0
-        self._step = -1
-
-    def _reset(self, trainer: L.Trainer) -> None:
-        self._start, self._samples, self._step = None, 0, trainer.global_step
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._reset(trainer)
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._reset(trainer)
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if self._start is None:
-            self._start, self._step = time.perf_counter(), trainer.global_step
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self._samples += _batch_size(batch)
-        if trainer.global_step == self._step or self._start is None:
-            return  # still accumulating gradients
-        if pl_module.device.type == "cuda":
-            import torch
-
-            torch.cuda.synchronize(pl_module.device)
-        now = time.perf_counter()
-        elapsed = max(now - self._start, 1e-9)
-        pl_module.log("perf/step_time_s", elapsed, on_step=True, on_epoch=False, batch_size=1)
-        pl_module.log(
-            "perf/samples_per_s", self._samples / elapsed, on_step=True, on_epoch=False, prog_bar=self.prog_bar,
-            batch_size=1,
-        )
-        self._start, self._samples, self._step = now, 0, trainer.global_step
-
-
-def progress_bar(
-    kind: str = "rich", refresh_rate: int = 1, leave: bool = True, enabled: bool = True
-) -> L.Callback | None:
-    """The progress bar (live ``train/loss``, ``perf/samples_per_s``, ``val/acc``), or None when disabled.
-
-    ``rich`` prints only its final state when the output is not a terminal (clean log files); ``tqdm``
-    is the classic bar. ``enabled`` follows ``trainer.enable_progress_bar``: Lightning refuses a progress
-    bar callback when that is false, so none is made.
-    """
-    if not enabled:
-        return None
-    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
-
-    if kind == "rich":
-        return RichProgressBar(refresh_rate=refresh_rate, leave=leave)
-    if kind == "tqdm":
-        return TQDMProgressBar(refresh_rate=refresh_rate, leave=leave)
-    raise ConfigError(f"callbacks.progress_bar.kind={kind!r}: use rich or tqdm")
-
-
-class StepLearningRateMonitor(LearningRateMonitor):
-    """``LearningRateMonitor`` (keys ``lr-AdamW/<param group name>``) logged once per optimizer step.
-
-    Lightning's own logs at every micro-batch of a gradient-accumulation window, with the same step;
-    this one logs at the window's first micro-batch, i.e. the rate the coming optimizer step uses.
-    """
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        batch_idx = kwargs.get("batch_idx", args[2] if len(args) > 2 else 0)
-        if batch_idx % max(int(trainer.accumulate_grad_batches), 1):
-            return
-        super().on_train_batch_start(trainer, *args, **kwargs)

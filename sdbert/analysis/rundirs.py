@@ -23,12 +23,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import sdbert  # noqa: F401  (registers the resolvers the saved configs use)
 from sdbert.errors import SdbertError
-
-SUMMARY_FILE = "metrics.json"
-CONFIG_FILE = Path(".hydra") / "config.yaml"
-OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
-SWEEP_FILE = "multirun.yaml"
-ENSEMBLE_FILE = "ensemble.json"
+from sdbert.paths import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    ENSEMBLE_FILE,
+    OVERRIDES_FILE,
+    PREDICTIONS_DIR,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+)
+from sdbert.strategies.interface import REPORTED, metric_key
 
 #: Config keys that do not change what a run computes (where it writes, how it logs) or that index
 #: repetitions (the seeds). Runs equal on every other key are repetitions of one setup.
@@ -46,6 +50,7 @@ IGNORED_KEYS = (
     "trainer.enable_progress_bar",
     "dataset.num_workers",
     "dataset.eval_batch_size",
+    "dataset._convert_",
 )
 #: Keys that make up the training method (strategy, K, λ); the rest of a setup is its context.
 METHOD_KEYS = ("strategy", "teacher_size", "distill_weight")
@@ -197,17 +202,16 @@ class Run:
         return str(self.method["strategy"])
 
     # -- what the run produced ----------------------------------------------------------------------
-    def test_acc(self, test_name: str, model_name: str = "") -> float | None:
-        """Test accuracy (%) of the reported model (``model_name=""``) or of ``teacher``/``student``."""
-        key = f"{test_name}/{model_name}/acc" if model_name else f"{test_name}/acc"
-        value = self.metrics.get("test", {}).get(key)
+    def test_acc(self, test_name: str, model_name: str = REPORTED) -> float | None:
+        """Test accuracy (%) of the reported model or of ``teacher``/``student``."""
+        value = self.metrics.get("test", {}).get(metric_key(test_name, model_name, "acc"))
         return None if value is None else float(value)
 
     def predictions(self, test_name: str) -> dict[str, Any]:
         """``probs`` [N, C], ``labels`` [N], ``label_names`` of the reported model on one test set."""
         import torch
 
-        path = self.path / "predictions" / f"{test_name}.pt"
+        path = self.path / PREDICTIONS_DIR / f"{test_name}.pt"
         if not path.is_file():
             raise RunDirError(f"run {self.path} has no predictions/{test_name}.pt (it was not tested, or failed)")
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -223,7 +227,7 @@ class Run:
 
     def checkpoint(self, which: str = "tested") -> Path:
         """``tested`` (the weights ``test`` saw: best or last), ``best`` or ``last``."""
-        folder = self.path / "checkpoints"
+        folder = self.path / CHECKPOINT_DIR
         if which == "tested":
             tested = str(self.metrics.get("tested_checkpoint") or self.resolved.get("test_ckpt") or "best")
             which = "last" if tested == "last" else "best"
@@ -356,7 +360,7 @@ class Collection:
 
     runs: list[Run]
     sweeps: list[Sweep]
-    #: ``ensemble.json`` files written by ``python -m sdbert.ensemble``
+    #: ``ensemble.json`` files written by ``python -m sdbert.analysis.ensemble``
     ensembles: list[Path] = field(default_factory=list)
 
     @property

@@ -18,6 +18,15 @@ from sdbert.errors import ConfigError
 
 Inputs = Mapping[str, Tensor]
 
+#: The key of the reported model in ``eval_logits`` (SE: the average; SDA/SDV: the student). Its metrics
+#: carry no model infix (``val/acc``); the other models' do (``val/teacher/acc``).
+REPORTED = "reported"
+
+
+def metric_key(stage: str, model_name: str, metric: str) -> str:
+    """``val/acc`` for the reported model, ``val/teacher/acc`` for the others."""
+    return f"{stage}/{metric}" if model_name == REPORTED else f"{stage}/{model_name}/{metric}"
+
 
 def parse_teacher_size(value: Any) -> int | None:
     """``teacher_size`` as an int K ≥ 1, or None for ``all`` (K = T−1, every previous step)."""
@@ -59,14 +68,14 @@ def parameters_of(model: nn.Module) -> list[Tensor]:
 
 
 class TeacherStrategy:
-    """BASE: vanilla fine-tuning; no teacher, the student is what is evaluated.
+    """The interface. Its defaults are those of BASE: no teacher, the student is what is evaluated.
 
     Subclasses override the hooks they need. ``state_dict`` must hold everything needed to resume.
     """
 
     name: ClassVar[str] = "base"
-    #: names of the models ``eval_logits`` returns; "" is the reported model.
-    eval_names: ClassVar[tuple[str, ...]] = ("",)
+    #: names of the models ``eval_logits`` returns; ``REPORTED`` first.
+    eval_names: ClassVar[tuple[str, ...]] = (REPORTED,)
 
     def __init__(self, distill_weight: float = 0.0, teacher_dropout: bool = True) -> None:
         self.distill_weight = parse_distill_weight(distill_weight)
@@ -106,8 +115,8 @@ class TeacherStrategy:
 
     # -- evaluation -------------------------------------------------------------------------------
     def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
-        """Logits of the evaluated models; key "" is the reported one, the others only with ``extras``."""
-        return {"": model(**inputs)}
+        """Logits of the evaluated models; ``REPORTED`` always, the others only with ``extras``."""
+        return {REPORTED: model(**inputs)}
 
     # -- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -135,7 +144,7 @@ class TeacherStrategy:
         return {"strategy": self.name}
 
 
-class BaseStrategy(TeacherStrategy):
+class Vanilla(TeacherStrategy):
     """BASE: vanilla fine-tuning with cross-entropy (the top-level ``teacher_size`` and λ are unused)."""
 
     def __init__(self) -> None:

@@ -15,17 +15,16 @@ import io
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sdbert.data import artifacts
 from sdbert.errors import ConfigError, DataError, SourceError
+from sdbert.io import staged_dir
 from sdbert.paths import cache_dir
+from sdbert.sources import artifacts
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +158,7 @@ def _convert_imdb(archive: Path) -> tuple[dict[str, Rows], dict[str, Any]]:
             f"seeded (seed {SPLIT_SEED}) label-stratified split with half of each label on each side "
             "(12,500 neg + 12,500 pos per side for the full file); every group of identical review "
             "texts is kept entirely on one side; groups are visited in sha256(seed, text) order and "
-            "fill the test quota first (sdbert.data.sources.grouped_stratified_split)"
+            "fill the test quota first (sdbert.sources.datasets.grouped_stratified_split)"
         ),
         "text_notes": "HTML line breaks '<br />' are left in the text, as in the hub's stanfordnlp/imdb",
         "source_rows": len(texts),
@@ -240,7 +239,7 @@ def _convert_bbc_news(archive: Path) -> tuple[dict[str, Rows], dict[str, Any]]:
         "split_method": (
             f"no official split: seeded (seed {SPLIT_SEED}) label-stratified 80/20 train/test "
             "(round(0.2 * n) test rows per label); identical articles kept on one side; groups "
-            "visited in sha256(seed, text) order (sdbert.data.sources.grouped_stratified_split)"
+            "visited in sha256(seed, text) order (sdbert.sources.datasets.grouped_stratified_split)"
         ),
         "text_notes": (
             "file text decoded as UTF-8 (cp1252/latin-1 fallback for a few files), surrounding "
@@ -317,15 +316,10 @@ def materialize(name: str, cache: Path | str | None = None) -> Path:
         "label_counts": {split: _label_counts(rows, extra["label_names"]) for split, rows in splits.items()},
         **extra,
     }
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-    try:
+    with staged_dir(dest) as tmp:
         for split, rows in splits.items():
             _write_jsonl(tmp / f"{split}.jsonl", rows)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        artifacts.replace_dir(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

@@ -1,0 +1,104 @@
+"""The tokenised cache: each selection tokenised once, without padding, kept on disk in Arrow format.
+
+An entry is ``<cache>/tokenized/<dataset>/<split key>-<hash>``, the hash taken over everything that
+shapes its content (tokenizer, max_length, source, raw split fingerprint, columns, labels, subset
+settings, the selected rows). Entries are written whole (temp folder + rename), so a reader sees a
+complete entry or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdbert.data.selection import Selection
+from sdbert.io import staged_dir
+from sdbert.sources.datasets import quiet_datasets
+
+log = logging.getLogger(__name__)
+
+# Bump when the tokenised layout or the selection logic changes: old caches are then ignored.
+CACHE_FORMAT = 1
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def short_hash(payload: Any) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def hash_array(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def entry_identity(split_key: str, selection: Selection, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What a cache entry depends on: the dataset ``settings`` plus this split's selected rows and labels."""
+    return {
+        "format": CACHE_FORMAT,
+        "split": split_key,
+        **settings,
+        "raw_split": selection.raw_split,
+        "rows": hash_array(selection.rows),
+        "labels": hash_array(selection.labels),
+    }
+
+
+def tokenized(
+    folder: Path,
+    split_key: str,
+    selection: Selection,
+    identity: Mapping[str, Any],
+    raw: Any,
+    tokenizer: Any,
+    text_fields: Sequence[str],
+    max_length: int,
+) -> Any:
+    """The tokenised ``selection`` of ``raw``, from ``folder`` or built there (first writer wins)."""
+    import datasets
+
+    target = folder / f"{split_key}-{short_hash(dict(identity))}"
+    with quiet_datasets():
+        if not target.is_dir():
+            with staged_dir(target, replace=False) as tmp, tempfile.TemporaryDirectory(dir=folder) as work:
+                encoded = encode(raw, selection, tokenizer, text_fields, max_length, Path(work) / "map.arrow")
+                encoded.save_to_disk(str(tmp))
+                del encoded
+            log.info("tokenised %s: %d rows -> %s", split_key, len(selection), target)
+        return datasets.load_from_disk(str(target))
+
+
+def encode(
+    raw: Any, selection: Selection, tokenizer: Any, text_fields: Sequence[str], max_length: int, map_file: Path
+) -> Any:
+    """Tokenise the selected rows (pairs with ``longest_first`` truncation), labels as ids, no padding."""
+    fields = list(text_fields)
+    labels = selection.labels
+    # Indices in memory: nothing lands in the shared HF cache next to the raw files.
+    subset = raw.select(selection.rows, keep_in_memory=True).select_columns(fields)
+
+    def encode_batch(batch: dict[str, list[Any]], positions: list[int]) -> dict[str, Any]:
+        texts = [batch[f] for f in fields]
+        truncation = "longest_first" if len(texts) == 2 else True
+        enc = tokenizer(*texts, truncation=truncation, max_length=max_length, padding=False)
+        out = {k: enc[k] for k in MODEL_INPUTS if k in enc}
+        out["labels"] = labels[positions].tolist()
+        return out
+
+    return subset.map(
+        encode_batch,
+        batched=True,
+        batch_size=1000,
+        with_indices=True,
+        remove_columns=fields,
+        load_from_cache_file=False,
+        cache_file_name=str(map_file),
+        new_fingerprint=hashlib.sha256(str(map_file).encode()).hexdigest()[:16],
+        desc="tokenising",
+    )

@@ -1,0 +1,233 @@
+"""Which raw rows a run uses: every row validated, labels mapped to ids, and the seeded subsets.
+
+Subsets (the validation hold-out, ``train_per_class`` / ``train_size``, ``eval_size``) are drawn with
+``subset_seed``, never with the data-order seed: the paper varies data order over a fixed subset.
+Each purpose has its own random stream, so e.g. changing ``eval_size`` does not move the train subset.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sdbert.errors import ConfigError, DataError
+
+
+def _rng(seed: int, purpose: str) -> np.random.Generator:
+    return np.random.default_rng([int(seed), zlib.crc32(purpose.encode())])
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Rows picked from one raw split: raw row indices and their label ids (aligned)."""
+
+    raw_split: str
+    rows: np.ndarray
+    labels: np.ndarray
+
+    def take(self, positions: np.ndarray) -> Selection:
+        positions = np.sort(positions)
+        return Selection(self.raw_split, self.rows[positions], self.labels[positions])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class RowSelector:
+    """Validates raw splits and draws the train / validation / test selections of one dataset config.
+
+    ``raw_split(name)`` returns a ``datasets.Dataset``; clean splits are kept once validated.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        raw_split: Any,
+        text_fields: Sequence[str],
+        label_field: str,
+        label_names: Sequence[str],
+        drop_labels: Sequence[Any],
+        train_split: str,
+        validation_split: str | None,
+        val_size: int | float,
+        train_size: int | None,
+        train_per_class: int | None,
+        eval_size: int | None,
+        subset_seed: int,
+    ) -> None:
+        self.name = name
+        self._raw_split = raw_split
+        self.text_fields = list(text_fields)
+        self.label_field = label_field
+        self.label_names = list(label_names)
+        self.drop_labels = list(drop_labels)
+        self.train_split = train_split
+        self.validation_split = validation_split
+        self.val_size = val_size
+        self.train_size = train_size
+        self.train_per_class = train_per_class
+        self.eval_size = eval_size
+        self.subset_seed = subset_seed
+        self._clean: dict[str, Selection] = {}
+
+    # -- the selections a run uses ------------------------------------------------------------------
+    def train(self) -> Selection:
+        if self.validation_split is None:
+            train, _ = self._holdout()
+        else:
+            train = self.clean(self.train_split)
+        if self.train_per_class is not None:
+            rng = _rng(self.subset_seed, "train-per-class")
+            picked = []
+            for label_id, label in enumerate(self.label_names):
+                candidates = np.flatnonzero(train.labels == label_id)
+                if len(candidates) < self.train_per_class:
+                    raise DataError(
+                        f"dataset '{self.name}', split '{self.train_split}': train_per_class="
+                        f"{self.train_per_class} but class '{label}' has only {len(candidates)} training "
+                        "rows; lower train_per_class"
+                    )
+                picked.append(rng.choice(candidates, size=self.train_per_class, replace=False))
+            train = train.take(np.concatenate(picked))
+        elif self.train_size is not None:
+            if self.train_size > len(train):
+                raise DataError(
+                    f"dataset '{self.name}', split '{self.train_split}': train_size={self.train_size} but "
+                    f"only {len(train)} training rows are available; lower train_size"
+                )
+            pos = _rng(self.subset_seed, "train-size").choice(len(train), size=self.train_size, replace=False)
+            train = train.take(pos)
+        return train
+
+    def validation(self) -> Selection:
+        if self.validation_split is None:
+            _, val = self._holdout()
+        else:
+            val = self.clean(self.validation_split)
+        return self.eval_cap(val, "val")
+
+    def test(self, key: str, raw_split: str) -> Selection:
+        return self.eval_cap(self.clean(raw_split), key)
+
+    def eval_cap(self, selection: Selection, key: str) -> Selection:
+        if self.eval_size is None or len(selection) <= self.eval_size:
+            return selection
+        pos = _rng(self.subset_seed, f"eval-cap-{key}").choice(len(selection), size=self.eval_size, replace=False)
+        return selection.take(pos)
+
+    def _holdout(self) -> tuple[Selection, Selection]:
+        """(train, val) held out of the train split with a permutation seeded by subset_seed."""
+        full = self.clean(self.train_split)
+        n = len(full)
+        v = self.val_size
+        n_val = round(v * n) if isinstance(v, float) else int(v)
+        if not 1 <= n_val < n:
+            raise ConfigError(
+                f"dataset '{self.name}': val_size={v!r} holds out {n_val} of {n} training rows; it must leave at "
+                "least one row on each side"
+            )
+        perm = _rng(self.subset_seed, "validation-holdout").permutation(n)
+        return full.take(perm[n_val:]), full.take(perm[:n_val])
+
+    # -- validation ---------------------------------------------------------------------------------
+    def _row_error(self, split: str, column: str, row: int, what: str) -> DataError:
+        return DataError(f"dataset '{self.name}', split '{split}', column '{column}', row {row}: {what}")
+
+    def clean(self, split: str) -> Selection:
+        """Drop ``drop_labels`` rows, validate every kept row, map labels to ids 0..n-1."""
+        if split in self._clean:
+            return self._clean[split]
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        ds = self._raw_split(split)
+        present = list(ds.column_names)
+        for column in [*self.text_fields, self.label_field]:
+            if column not in present:
+                raise DataError(
+                    f"dataset '{self.name}', split '{split}': missing column '{column}' (columns present: "
+                    f"{', '.join(present)}); set dataset.text_fields/label_field to match the data"
+                )
+        arrow = ds.with_format("arrow")
+        label_col = pa.chunked_array(arrow[self.label_field]) if len(ds) else pa.chunked_array([], pa.int64())
+        n = len(ds)
+        num_labels = len(self.label_names)
+        label_set = f"ids 0..{num_labels - 1} or names {self.label_names}"
+
+        # Rows without a usable label by convention (hub -1, jsonl '-') are dropped before validation.
+        keep = np.ones(n, dtype=bool)
+        is_int = pa.types.is_integer(label_col.type)
+        is_str = pa.types.is_string(label_col.type) or pa.types.is_large_string(label_col.type)
+        drops = [v for v in self.drop_labels if (isinstance(v, str) if is_str else isinstance(v, int))]
+        if drops and n:
+            dropped = pc.is_in(label_col, value_set=pa.array(drops, type=label_col.type))
+            keep &= ~pc.fill_null(dropped, False).to_numpy(zero_copy_only=False)
+
+        if is_int:
+            values = pc.fill_null(label_col, -(1 << 62)).to_numpy(zero_copy_only=False).astype(np.int64)
+            ok = (values >= 0) & (values < num_labels)
+            label_ids = np.where(ok, values, -1)
+        elif is_str:
+            label_ids = (
+                pc.fill_null(pc.index_in(label_col, value_set=pa.array(self.label_names)), -1)
+                .to_numpy(zero_copy_only=False)
+                .astype(np.int64)
+            )
+            ok = label_ids >= 0
+        else:
+            raise DataError(
+                f"dataset '{self.name}', split '{split}', column '{self.label_field}': label type "
+                f"{label_col.type} is neither integer ids nor strings; labels must be {label_set}"
+            )
+        bad = np.flatnonzero(keep & ~ok)
+        if len(bad):
+            row = int(bad[0])
+            value = label_col[row].as_py()
+            raise self._row_error(
+                split,
+                self.label_field,
+                row,
+                f"label {value!r} is outside the label set ({label_set}); fix the data, or list the "
+                "value in dataset.drop_labels to skip such rows",
+            )
+
+        for column in self.text_fields:
+            col = pa.chunked_array(arrow[column]) if n else pa.chunked_array([], pa.string())
+            if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                if pa.types.is_null(col.type) and n:
+                    raise self._row_error(split, column, 0, "text is empty (the column is all null); fix the data")
+                if n:
+                    raise DataError(
+                        f"dataset '{self.name}', split '{split}', column '{column}': type {col.type} is not "
+                        "text; point dataset.text_fields at string columns"
+                    )
+                continue
+            # Chunk by chunk: trimming copies the strings, and a Yelp column is hundreds of MB.
+            empty = np.concatenate(
+                [np.zeros(0, dtype=bool)]
+                + [
+                    pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(chunk)), 0), True).to_numpy(
+                        zero_copy_only=False
+                    )
+                    for chunk in col.chunks
+                ]
+            )
+            bad = np.flatnonzero(keep & empty)
+            if len(bad):
+                raise self._row_error(
+                    split,
+                    column,
+                    int(bad[0]),
+                    "text is empty or whitespace only; remove or fix the row in the source",
+                )
+
+        rows = np.flatnonzero(keep).astype(np.int64)
+        selection = Selection(split, rows, label_ids[rows])
+        if len(selection) == 0:
+            raise DataError(f"dataset '{self.name}', split '{split}': no rows left after dropping {drops}")
+        self._clean[split] = selection
+        return selection

@@ -1,0 +1,47 @@
+"""The end-of-run table a person reads in the console (plain text: it ends up in log files too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdbert.loggers import fmt_number, wandb_hint
+
+SUMMARY_COLUMNS = ("dataset", "strategy", "K", "λ", "test acc (%)", "best epoch", "wall time", "output directory")
+
+
+def _wall(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def summary_row(summary: dict[str, Any]) -> list[str]:
+    """One table row: the test accuracy of the reported model on each test split (``test/acc`` ...)."""
+    accs = {k.split("/")[0]: v for k, v in summary.get("test", {}).items() if k.endswith("/acc") and k.count("/") == 1}
+    test = f"{next(iter(accs.values())):.2f}" if len(accs) == 1 else ", ".join(f"{k} {v:.2f}" for k, v in accs.items())
+    best = summary.get("best_epoch")
+    return [
+        str(summary.get("dataset", "-")),
+        str(summary.get("strategy", "-")),
+        str(summary.get("teacher_size", "-")),
+        fmt_number(summary["distill_weight"]) if "distill_weight" in summary else "-",
+        test or "-",
+        f"{best}/{summary.get('epochs', '?')}" if best is not None else "-",
+        _wall(float(summary.get("wall_time_s", 0.0))),
+        str(summary.get("output_dir", "-")),
+    ]
+
+
+def format_summary_table(summaries: list[dict[str, Any]]) -> str:
+    """A plain-text table (no truncation, no colour: it ends up in log files) of finished runs."""
+    rows = [list(SUMMARY_COLUMNS), *(summary_row(s) for s in summaries)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(SUMMARY_COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The table a person reads at the end of a run, then where its W&B run went (if any)."""
+    print("\n" + format_summary_table([summary]))
+    if (hint := wandb_hint(summary.get("wandb"))) is not None:
+        print(hint)
