@@ -49,7 +49,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, SelfDistillationModul
     output_dir.mkdir(parents=True, exist_ok=True)
     strategy = factory.build_strategy(cfg)  # validates K and λ before anything slow happens
     if cfg.get("flush_denormal", True):
-        # CPU: denormal floats (Adam's second moments, tiny gradients) slow arithmetic down (docs/performance.md);
+        # CPU: denormal floats (Adam's second moments, tiny gradients) slow arithmetic down (README "Measured");
         # flushing them to zero changes nothing measurable. A no-op where unsupported.
         torch.set_flush_denormal(True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
