@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import sdbert  # noqa: F401  (registers the resolvers the saved configs use)
-from sdbert.errors import SdbertError
+from sdbert.errors import ConfigError, SdbertError
 from sdbert.paths import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -32,7 +32,7 @@ from sdbert.paths import (
     SUMMARY_FILE,
     SWEEP_FILE,
 )
-from sdbert.strategies.interface import REPORTED, metric_key
+from sdbert.strategies.interface import REPORTED, metric_key, parse_teacher_size
 
 #: Config keys that do not change what a run computes (where it writes, how it logs) or that index
 #: repetitions (the seeds). Runs equal on every other key are repetitions of one setup.
@@ -193,8 +193,11 @@ class Run:
         strat = self.resolved["strategy"]
         out: dict[str, Any] = {"strategy": strategy_name(str(strat["_target_"]))}
         if "teacher_size" in strat:
-            k = strat["teacher_size"]
-            out["teacher_size"] = "all" if str(k).lower() in ("all", "t-1") else k
+            try:
+                k = parse_teacher_size(strat["teacher_size"])
+                out["teacher_size"] = "all" if k is None else k  # as the strategy itself describes it
+            except ConfigError:  # the run failed on it: show it as given
+                out["teacher_size"] = strat["teacher_size"]
             out["distill_weight"] = float(strat.get("distill_weight", 1.0))
             out["teacher_dropout"] = bool(strat.get("teacher_dropout", True))
         return out
