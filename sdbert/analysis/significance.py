@@ -14,8 +14,9 @@ do not match, by sorted order, and the comparison says so. For pair *p* and exam
   ``min(1, 2 · min(P*(Δ* ≤ 0), P*(Δ* ≥ 0)))`` (with the usual +1 on counts), so p < 0.05 exactly
   when the interval lies on one side of 0. Δ depends on an example only through its pooled
   difference ``D_i = mean_p d[p, i]``, so resampling examples means drawing how often each distinct
-  value of ``D`` occurs from a multinomial: the same distribution as resampling indices, in
-  milliseconds rather than seconds on 25,000 examples. Seeded: the same inputs give the same numbers.
+  value of ``D`` occurs from a multinomial: the same distribution as resampling indices, at a cost
+  per resample of the number of distinct values (at most 2·pairs + 1) instead of N. Seeded: the same
+  inputs give the same numbers.
 * **McNemar** per seed pair (statsmodels): the discordant examples (one right, the other wrong),
   exact binomial when fewer than 25, else χ² with continuity correction.
 
