@@ -11,15 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sdbert.analysis.report.collect import Column, Comparison, Results, collect, compare_with_base
+from sdbert.analysis.report.collect import Results, collect, compare_with_base
 from sdbert.analysis.report.figures import figure_epochs, figure_lambda, figure_losses, figure_stability
-from sdbert.analysis.report.tables import (
-    paired_notes,
-    paired_table,
-    results_table,
-    teacher_size_table,
-    typical_seeds,
-)
+from sdbert.analysis.report.tables import paired_section, results_table, teacher_size_table, typical_seeds
 from sdbert.analysis.rundirs import Run, RunDirError
 from sdbert.io import write_text
 
@@ -65,27 +59,6 @@ def run_status_lines(results: Results) -> list[str]:
         lines.append(f"SUPERSEDED  {old.path} ({old.status}) by the newer run {new.path}")
     lines += [f"PROBLEM  {p}" for p in results.problems]
     return lines
-
-
-def paired_section(comparisons: Sequence[Comparison], columns: Sequence[Column]) -> list[str]:
-    """Markdown lines: "Paired comparison with BASE", one table per model and test set."""
-    md = ["## Paired comparison with BASE", "",
-          "Each strategy against BASE of the same model and setup on the same test examples, runs paired by "
-          "seed: the test error (%) of the paired seeds (mean ± std), the difference Δ = strategy − BASE in "
-          "percentage points (negative = fewer errors) with a paired-bootstrap 95 % confidence interval and "
-          "p-value (test examples resampled 10,000 times, pooling the seed pairs), and McNemar's test per seed "
-          "pair. Significant at 5 %: bootstrap p < 0.05 (the interval excludes 0). Method: docs/experiments.md, "
-          "\"Is a difference real?\".", ""]
-    if not comparisons:
-        return [*md, "Nothing to compare: no strategy has a BASE row of the same model and setup.", ""]
-    for model in sorted({c.model for c in comparisons}):
-        for col in columns:
-            here = [c for c in comparisons if c.model == model and c.column.name == col.name]
-            if here:
-                md += [f"### {col.title} ({col.test_name}) · {model}", "", paired_table(here), "",
-                       *paired_notes(here)]
-                md += [""] if paired_notes(here) else []
-    return md
 
 
 def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> tuple[Path, Results]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from sdbert.analysis.report.collect import STRATEGY_ORDER, Column, Comparison, Record, Row
 from sdbert.analysis.report.paper_numbers import paper_error, relative_error_change
+from sdbert.analysis.significance import ALPHA, N_RESAMPLES
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -156,8 +157,9 @@ def teacher_size_table(records: Sequence[Record], columns: Sequence[Column]) -> 
 
 
 # ------------------------------------------------------------------------------------------ paired comparison
-PAIRED_HEADER = ["Model", "seeds", "error % (mean ± std)", "BASE error %", "Δ error, pp [95 % CI]", "bootstrap p",
-                 "McNemar p per seed", "significant at 5 %"]
+PAIRED_HEADER = ["Model", "seeds", "error % (mean ± std)", "BASE error %",
+                 f"Δ error, pp [{100 * (1 - ALPHA):g} % CI]", "bootstrap p", "McNemar p per seed",
+                 f"significant at {100 * ALPHA:g} %"]
 
 
 def _p_text(p: float) -> str:
@@ -197,3 +199,25 @@ def paired_notes(comparisons: Sequence[Comparison]) -> list[str]:
     """How runs were paired where it was not simply seed with seed."""
     return [f"`*` {c.label}: paired {c.test.pairing}." for c in comparisons
             if c.test is not None and c.test.pairing != "by seed"]
+
+
+def paired_section(comparisons: Sequence[Comparison], columns: Sequence[Column]) -> list[str]:
+    """Markdown lines: "Paired comparison with BASE", one table per model and test set."""
+    level = f"{100 * (1 - ALPHA):g} %"
+    md = ["## Paired comparison with BASE", "",
+          "Each strategy against BASE of the same model and setup on the same test examples, runs paired by "
+          "seed: the test error (%) of the paired seeds (mean ± std), the difference Δ = strategy − BASE in "
+          f"percentage points (negative = fewer errors) with a paired-bootstrap {level} confidence interval and "
+          f"p-value (test examples resampled {N_RESAMPLES:,} times, pooling the seed pairs), and McNemar's test "
+          f"per seed pair. Significant: bootstrap p < {ALPHA:g} (the interval excludes 0). "
+          "Method: docs/experiments.md, \"Is a difference real?\".", ""]
+    if not comparisons:
+        return [*md, "Nothing to compare: no strategy has a BASE row of the same model and setup.", ""]
+    for model in sorted({c.model for c in comparisons}):
+        for col in columns:
+            here = [c for c in comparisons if c.model == model and c.column.name == col.name]
+            if here:
+                notes = paired_notes(here)
+                md += [f"### {col.title} ({col.test_name}) · {model}", "", paired_table(here), "",
+                       *([*notes, ""] if notes else [])]
+    return md
