@@ -53,3 +53,31 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_train(out or tmp_path / "run", [*(FAST if fast else []), *overrides])
 
     return _make
+
+
+#: the shared multirun: 2 strategies x 2 seeds, tiny random-init model, a few BBC News articles, 2 epochs,
+#: the test set after every epoch (Fig. 5), tested with the last weights
+TINY_SWEEP_ARGS = [
+    "model=tiny", "dataset=bbc_news", "dataset.train_per_class=4", "dataset.eval_size=16", "dataset.max_length=32",
+    "dataset.batch_size=4", "dataset.eval_batch_size=16", "trainer.max_epochs=2", "trainer.accelerator=cpu",
+    "logger=csv", "callbacks=with_epoch_test", "callbacks.epoch_test.extras=true", "test_ckpt=last",
+    "strategy=base,sda", "seed=1,2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """``train.py -m`` over :data:`TINY_SWEEP_ARGS`, run once per session (stdin closed, as from a
+    terminal-less job); its sweep directory. Shared by the ensemble, report and significance tests."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path_factory.mktemp("multirun") / "sweep"
+    # one thread: on 2 shared cores, OpenMP's spinning threads make tiny models 10-20x slower
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", *TINY_SWEEP_ARGS, f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return sweep
