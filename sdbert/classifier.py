@@ -47,11 +47,13 @@ def build_classifier(
     pooling: str = "pooler",
     random_init: dict[str, Any] | None = None,
     attn_implementation: str | None = "sdpa",
+    label: str | None = None,
 ) -> SequenceClassifier:
     """Load (or, with ``random_init``, build from a shrunk config) the encoder and add the head.
 
     ``random_init`` overrides config fields and skips the pretrained weights: the tiny test and
-    benchmark models are the embedded MiniLM's geometry cut down, with its tokenizer.
+    benchmark models are the embedded MiniLM's geometry cut down, with its tokenizer. ``label`` is the
+    name runs record the model under (:func:`sdbert.checks.recorded_model`); it does not affect the model.
     """
     from transformers import AutoConfig, AutoModel
 

@@ -17,10 +17,28 @@ def _paper_teacher_size(dataset: str, strategy_target: str) -> int | str:
     return default_teacher_size(dataset, name)
 
 
+def _run_tag(strategy: str, teacher_size: object, dataset: str, seed: object) -> str:
+    """``${run_tag:<strategy>,<K or null>,<dataset>,<seed>}``: a run directory's readable, unique tail."""
+    from sdbert.rundir import run_tag
+
+    return run_tag(strategy, teacher_size, dataset, seed)
+
+
+def _process_id() -> str:
+    """``${process_id:}``: six hex digits fixed for this process (a sweep directory's unique tail)."""
+    from sdbert.rundir import process_id
+
+    return process_id()
+
+
 def register_resolvers() -> None:
     """Idempotent: safe to call from tests, train.py and the package import alike."""
     if not OmegaConf.has_resolver("paper_k"):
         OmegaConf.register_new_resolver("paper_k", _paper_teacher_size)
+    if not OmegaConf.has_resolver("run_tag"):
+        OmegaConf.register_new_resolver("run_tag", _run_tag)
+    if not OmegaConf.has_resolver("process_id"):
+        OmegaConf.register_new_resolver("process_id", _process_id)
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:

@@ -12,11 +12,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from sdbert import factory, loggers
-from sdbert.errors import SdbertError
+from sdbert import checks, factory, loggers
+from sdbert.checkpointing import check_checkpoint
+from sdbert.errors import RunDirInUse, SdbertError, disk_full_error
 from sdbert.io import write_json
-from sdbert.module import SelfDistillationModule
+from sdbert.module import STRATEGY_STATE_KEY, SelfDistillationModule
 from sdbert.paths import PREDICTIONS_DIR, SUMMARY_FILE
+from sdbert.rundir import check_fresh
 from sdbert.summary import print_summary
 
 log = logging.getLogger("sdbert")
@@ -44,9 +46,15 @@ def _best_epoch(ckpt: Any) -> int | None:
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, SelfDistillationModule, L.Trainer]:
-    """Data, module (model + strategy) and trainer (callbacks, loggers) of one run."""
+    """Data, module (model + strategy) and trainer (callbacks, loggers) of one run.
+
+    Everything that can be checked without data is checked first (sdbert.checks, the run directory, the
+    resume checkpoint), so bad input fails in one line before any data is prepared.
+    """
     output_dir = Path(cfg.paths.output_dir)
+    check_fresh(output_dir, cfg.get("ckpt_path"))
     output_dir.mkdir(parents=True, exist_ok=True)
+    checks.check_config(cfg)
     strategy = factory.build_strategy(cfg)  # validates K and λ before anything slow happens
     if cfg.get("flush_denormal", True):
         # CPU: denormal floats (Adam's second moments, tiny gradients) slow arithmetic down (README "Measured");
@@ -55,6 +63,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, SelfDistillationModul
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = factory.build_datamodule(cfg)
     module = factory.build_module(cfg, strategy, prediction_dir=output_dir / PREDICTIONS_DIR)
+    if cfg.get("ckpt_path"):
+        check_checkpoint(cfg.ckpt_path, module, STRATEGY_STATE_KEY)
     run_loggers = factory.instantiate_group(cfg.get("logger"))
     loggers.describe_wandb_runs(run_loggers, cfg, strategy.describe())
     return datamodule, module, factory.build_trainer(cfg, run_loggers)
@@ -96,7 +106,8 @@ def _fit_and_test(
     summary: dict[str, Any] = {
         "status": "ok",
         "dataset": cfg.dataset.name,
-        "model": cfg.model.name_or_path,
+        "model": checks.recorded_model(cfg.model),
+        "model_source": cfg.model.name_or_path,
         **module.strategy.describe(),
         "seed": cfg.seed,
         "data_seed": cfg.data_seed,
@@ -115,18 +126,39 @@ def _fit_and_test(
     return summary
 
 
+def _one_line_error(err: Exception, output_dir: Path) -> SdbertError | None:
+    """``err`` as a one-line sdbert error (a full disk anywhere becomes one), or None for a real bug."""
+    if isinstance(err, SdbertError):
+        return err
+    return disk_full_error(err, str(output_dir))
+
+
 def main_job(cfg: DictConfig) -> dict[str, Any] | None:
-    """Entry for ``train.py``: one clear line on bad input; in a multirun the sweep goes on."""
+    """Entry for ``train.py``: one clear line on bad input; in a multirun the sweep goes on.
+
+    A failed run leaves ``metrics.json`` with ``"status": "failed"`` and the reason (except when the
+    folder belongs to another run: nothing is written there). In a multirun any failure, a traceback
+    included (it goes to the job's log), is recorded and the next job starts; the sweep's end-of-run
+    table (sdbert.sweep) names it and the sweep exits non-zero.
+    """
+    output_dir = Path(cfg.paths.output_dir)
     try:
         summary = train(cfg)
-    except SdbertError as err:
+    except Exception as err:
+        known = _one_line_error(err, output_dir)
+        multirun = _in_multirun()
+        if known is None and not multirun:
+            raise
         loggers.finish_any_active_run(exit_code=1)
-        output_dir = Path(cfg.paths.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        failure = {"status": "failed", "error": str(err), "error_type": type(err).__name__}
-        write_json(output_dir / SUMMARY_FILE, failure)
-        print(f"sdbert: error: {err}", file=sys.stderr)
-        if _in_multirun():
+        if known is None:
+            log.exception("job failed")
+        message = str(known) if known is not None else f"{type(err).__name__}: {' '.join(str(err).split())}"
+        if not isinstance(err, RunDirInUse):
+            failure = {"status": "failed", "error": message, "error_type": type(known or err).__name__}
+            output_dir.mkdir(parents=True, exist_ok=True)
+            write_json(output_dir / SUMMARY_FILE, failure)
+        print(f"sdbert: error: {message}", file=sys.stderr)
+        if multirun:
             return None
         raise SystemExit(1) from None
     print_summary(summary)

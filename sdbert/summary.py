@@ -6,7 +6,9 @@ from typing import Any
 
 from sdbert.loggers import fmt_number, wandb_hint
 
-SUMMARY_COLUMNS = ("dataset", "strategy", "K", "λ", "test acc (%)", "best epoch", "wall time", "output directory")
+SUMMARY_COLUMNS = (
+    "dataset", "model", "strategy", "K", "λ", "test acc (%)", "best epoch", "wall time", "output directory"
+)
 
 
 def _wall(seconds: float) -> str:
@@ -21,6 +23,7 @@ def summary_row(summary: dict[str, Any]) -> list[str]:
     best = summary.get("best_epoch")
     return [
         str(summary.get("dataset", "-")),
+        str(summary.get("model", "-")),
         str(summary.get("strategy", "-")),
         str(summary.get("teacher_size", "-")),
         fmt_number(summary["distill_weight"]) if "distill_weight" in summary else "-",

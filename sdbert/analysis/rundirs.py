@@ -161,7 +161,10 @@ class Run:
 
     @property
     def model(self) -> str:
-        return str(self.resolved["model"]["name_or_path"])
+        """The model as recorded (``model.label``, random-init marked), not the weights' source alone."""
+        from sdbert.checks import recorded_model
+
+        return recorded_model(self.resolved["model"])
 
     @property
     def label_names(self) -> list[str]:

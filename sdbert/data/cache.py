@@ -3,7 +3,8 @@
 An entry is ``<cache>/tokenized/<dataset>/<split key>-<hash>``, the hash taken over everything that
 shapes its content (tokenizer, max_length, source, raw split fingerprint, columns, labels, subset
 settings, the selected rows). Entries are written whole (temp folder + rename), so a reader sees a
-complete entry or none.
+complete entry or none. Entries are verified when read, not trusted: one whose Arrow file is truncated
+or corrupt, or whose row count is not the selection's, is named in a warning and rebuilt.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sdbert.data.selection import Selection
+from sdbert.errors import disk_full_error
 from sdbert.io import staged_dir
 from sdbert.sources.datasets import quiet_datasets
 
@@ -60,18 +62,65 @@ def tokenized(
     text_fields: Sequence[str],
     max_length: int,
 ) -> Any:
-    """The tokenised ``selection`` of ``raw``, from ``folder`` or built there (first writer wins)."""
-    import datasets
+    """The tokenised ``selection`` of ``raw``, from ``folder`` or built there (first writer wins).
 
+    A cached entry that fails :func:`verified` is replaced by a fresh one; a full disk raises
+    :class:`~sdbert.errors.DiskFull` naming the cache folder.
+    """
     target = folder / f"{split_key}-{short_hash(dict(identity))}"
     with quiet_datasets():
-        if not target.is_dir():
-            with staged_dir(target, replace=False) as tmp, tempfile.TemporaryDirectory(dir=folder) as work:
+        replace = False
+        if target.is_dir():
+            problem, loaded = verified(target, len(selection))
+            if problem is None:
+                return loaded
+            log.warning("token cache %s; rebuilding it", problem)
+            replace = True
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with staged_dir(target, replace=replace) as tmp, tempfile.TemporaryDirectory(dir=folder) as work:
                 encoded = encode(raw, selection, tokenizer, text_fields, max_length, Path(work) / "map.arrow")
                 encoded.save_to_disk(str(tmp))
                 del encoded
-            log.info("tokenised %s: %d rows -> %s", split_key, len(selection), target)
-        return datasets.load_from_disk(str(target))
+        except OSError as err:
+            full = disk_full_error(err, f"the token cache {folder}")
+            if full is not None:
+                raise full from err
+            raise
+        log.info("tokenised %s: %d rows -> %s", split_key, len(selection), target)
+        problem, loaded = verified(target, len(selection))
+        if problem is not None:
+            raise RuntimeError(f"token cache {problem} right after it was written")
+        return loaded
+
+
+def broken_arrow_file(folder: Path) -> Path | None:
+    """The first ``*.arrow`` file under ``folder`` that cannot be read to its end (truncated, corrupt)."""
+    import pyarrow as pa
+
+    for path in sorted(folder.rglob("*.arrow")):
+        try:
+            with pa.memory_map(str(path)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except (OSError, pa.ArrowInvalid):
+            return path
+    return None
+
+
+def verified(target: Path, rows: int) -> tuple[str | None, Any]:
+    """(None, the dataset) for a sound entry; (what is wrong, None) for a truncated/corrupt/short one."""
+    import datasets
+    import pyarrow as pa
+
+    try:
+        loaded = datasets.load_from_disk(str(target))
+    except (OSError, ValueError, pa.ArrowInvalid, FileNotFoundError) as err:
+        bad = broken_arrow_file(target)
+        what = f"file {bad} is truncated or corrupt" if bad else f"entry {target} is unreadable"
+        return f"{what} ({type(err).__name__}: {' '.join(str(err).split())[:120]})", None
+    if len(loaded) != rows:
+        return f"entry {target} has {len(loaded)} rows, expected {rows} (a truncated Arrow file?)", None
+    return None, loaded
 
 
 def encode(
