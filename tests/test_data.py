@@ -26,7 +26,7 @@ import torch
 from sdbert.data.batches import EpochSeededSampler
 from sdbert.data.datamodule import TextClassificationDataModule
 from sdbert.errors import ConfigError, DataError, SourceError
-from sdbert.sources import artifacts
+from sdbert.sources import artifacts, hub
 from sdbert.sources import datasets as sources
 from sdbert.sources.artifacts import Artifact, fetch_artifact, read_member
 
@@ -515,9 +515,8 @@ def test_unreachable_hub_is_one_line_source_error(tok: Any, tmp_path: Path, monk
     with pytest.raises(SourceError) as info:
         dm.prepare_data()
     assert str(info.value) == (
-        "dataset 'ag_news': the Hugging Face hub is unreachable (hub name fancyzhx/ag_news); use "
-        "dataset.source=/path/to/dir with train/test files in the hub format, or an embedded dataset "
-        "(imdb, snli, bbc_news)"
+        "dataset 'ag_news': the Hugging Face hub is unreachable (HF_HUB_OFFLINE=1 is set) and fancyzhx/ag_news is "
+        "not in the HF cache; " + hub.OFFLINE_OPTIONS
     )
     with pytest.raises(SourceError, match="hub is unreachable"):
         dm.setup("fit")

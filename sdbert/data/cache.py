@@ -22,7 +22,7 @@ import numpy as np
 from sdbert.data.selection import Selection
 from sdbert.errors import disk_full_error
 from sdbert.io import staged_dir
-from sdbert.sources.datasets import quiet_datasets
+from sdbert.sources.datasets import broken_arrow_file, quiet_datasets
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +92,6 @@ def tokenized(
         if problem is not None:
             raise RuntimeError(f"token cache {problem} right after it was written")
         return loaded
-
-
-def broken_arrow_file(folder: Path) -> Path | None:
-    """The first ``*.arrow`` file under ``folder`` that cannot be read to its end (truncated, corrupt)."""
-    import pyarrow as pa
-
-    for path in sorted(folder.rglob("*.arrow")):
-        try:
-            with pa.memory_map(str(path)) as source:
-                pa.ipc.open_stream(source).read_all()
-        except (OSError, pa.ArrowInvalid):
-            return path
-    return None
 
 
 def verified(target: Path, rows: int) -> tuple[str | None, Any]:

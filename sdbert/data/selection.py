@@ -21,6 +21,33 @@ def _rng(seed: int, purpose: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(purpose.encode())])
 
 
+def pa_storage(column: Any) -> list[Any]:
+    """The stored values of an extension-typed (chunked) Arrow column, as Python objects."""
+    return [v for chunk in column.chunks for v in chunk.storage.to_pylist()]
+
+
+def _invalid_utf8_row(column: Any) -> int | None:
+    """The first row of a (chunked) string column that is not valid UTF-8, or None; every row is checked."""
+    import pyarrow as pa
+
+    offset = 0
+    for chunk in column.chunks:
+        try:
+            chunk.validate(full=True)
+        except pa.ArrowInvalid:
+            lo, hi = 0, len(chunk)  # the first bad row is in [lo, hi)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                try:
+                    chunk.slice(lo, mid - lo).validate(full=True)
+                    lo = mid
+                except pa.ArrowInvalid:
+                    hi = mid
+            return offset + lo
+        offset += len(chunk)
+    return None
+
+
 @dataclass(frozen=True)
 class Selection:
     """Rows picked from one raw split: raw row indices and their label ids (aligned)."""
@@ -101,6 +128,14 @@ class RowSelector:
                 )
             pos = _rng(self.subset_seed, "train-size").choice(len(train), size=self.train_size, replace=False)
             train = train.take(pos)
+        classes = np.unique(train.labels)
+        if len(classes) < 2:
+            only = self.label_names[int(classes[0])] if len(classes) else "none"
+            raise DataError(
+                f"dataset '{self.name}', split '{self.train_split}': the training set has a single class ('{only}', "
+                f"{len(train)} rows); a classifier needs at least two: check the data, dataset.label_field and "
+                "dataset.drop_labels"
+            )
         return train
 
     def validation(self) -> Selection:
@@ -134,6 +169,28 @@ class RowSelector:
         return full.take(perm[n_val:]), full.take(perm[:n_val])
 
     # -- validation ---------------------------------------------------------------------------------
+    def _mixed_labels(self, split: str, label_col: Any, label_set: str) -> str:
+        """Labels that mix JSON kinds (``datasets`` stores such a column as JSON text): name the first change."""
+        import json
+
+        first: tuple[int, Any] | None = None
+        for row, raw in enumerate(pa_storage(label_col)):
+            value = json.loads(raw) if isinstance(raw, str) else raw
+            if value is None:
+                continue
+            if first is None:
+                first = (row, value)
+            elif isinstance(value, str) != isinstance(first[1], str):
+                return (
+                    f"dataset '{self.name}', split '{split}', column '{self.label_field}': labels mix integer ids and "
+                    f"strings (row {first[0]}: {first[1]!r}, row {row}: {value!r}); use one kind throughout: "
+                    f"{label_set}"
+                )
+        return (
+            f"dataset '{self.name}', split '{split}', column '{self.label_field}': labels of mixed JSON types; "
+            f"labels must be {label_set}"
+        )
+
     def _row_error(self, split: str, column: str, row: int, what: str) -> DataError:
         return DataError(f"dataset '{self.name}', split '{split}', column '{column}', row {row}: {what}")
 
@@ -178,6 +235,8 @@ class RowSelector:
                 .astype(np.int64)
             )
             ok = label_ids >= 0
+        elif isinstance(label_col.type, pa.ExtensionType) and "json" in str(label_col.type):
+            raise DataError(self._mixed_labels(split, label_col, label_set))
         else:
             raise DataError(
                 f"dataset '{self.name}', split '{split}', column '{self.label_field}': label type "
@@ -206,6 +265,11 @@ class RowSelector:
                         "text; point dataset.text_fields at string columns"
                     )
                 continue
+            bad_utf8 = _invalid_utf8_row(col)
+            if bad_utf8 is not None:
+                raise self._row_error(
+                    split, column, bad_utf8, "text is not valid UTF-8; fix the file's encoding (re-save it as UTF-8)"
+                )
             # Chunk by chunk: trimming copies the strings, and a Yelp column is hundreds of MB.
             empty = np.concatenate(
                 [np.zeros(0, dtype=bool)]

@@ -5,6 +5,10 @@ All three end up as a ``datasets.DatasetDict`` in the hub's schema (``text``/``l
 Embedded datasets are converted once from the verified archive into
 ``<cache>/data/<name>/{train,test}.jsonl`` + ``meta.json`` -- a plain hub-format directory that
 ``datasets.load_dataset(dir)`` reads like any user-supplied one.
+
+Caches are verified, not trusted: a converted directory whose row counts disagree with its
+``meta.json`` is rebuilt, and a truncated or short Arrow file in the ``datasets`` cache is named and
+rebuilt. A source file that cannot be read is named with its line number; a full disk is a full disk.
 """
 
 from __future__ import annotations
@@ -14,17 +18,16 @@ import hashlib
 import io
 import json
 import logging
-import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sdbert.errors import ConfigError, DataError, SourceError
+from sdbert.errors import ConfigError, DataError, SourceError, disk_full_error
 from sdbert.io import staged_dir
 from sdbert.paths import cache_dir
-from sdbert.sources import artifacts
+from sdbert.sources import artifacts, hub
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +47,8 @@ SPLIT_SEED = 0
 CONVERTER_VERSION = {"imdb": 2, "snli": 1, "bbc_news": 2}
 
 HUB_UNREACHABLE = (
-    "dataset '{name}': the Hugging Face hub is unreachable (hub name {hub_name}); use "
-    "dataset.source=/path/to/dir with train/test files in the hub format, or an embedded dataset "
-    "(imdb, snli, bbc_news)"
+    "dataset '{name}': the Hugging Face hub is unreachable ({why}) and {hub_name} is not in the HF cache; "
+    + hub.OFFLINE_OPTIONS
 )
 
 
@@ -275,10 +277,29 @@ def _is_current(dest: Path, name: str) -> bool:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (
+    if not (
         meta.get("source", {}).get("sha256") == artifacts.ARTIFACTS[name].sha256
         and meta.get("converter_version") == CONVERTER_VERSION[name]
-    )
+    ):
+        return False
+    for split, expected in (meta.get("counts") or {}).items():
+        got = _count_rows(dest / f"{split}.jsonl")
+        if got != expected:
+            log.warning("converted %s has %s rows but its meta.json says %s; rebuilding it", dest / f"{split}.jsonl",
+                        got, expected)
+            return False
+    return True
+
+
+def _count_rows(path: Path) -> int | None:
+    """Rows of a converted jsonl file (one per newline, as :func:`_write_jsonl` writes them); None if absent."""
+    if not path.is_file():
+        return None
+    n = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            n += block.count(b"\n")
+    return n
 
 
 def _write_jsonl(path: Path, rows: Rows) -> None:
@@ -316,10 +337,16 @@ def materialize(name: str, cache: Path | str | None = None) -> Path:
         "label_counts": {split: _label_counts(rows, extra["label_names"]) for split, rows in splits.items()},
         **extra,
     }
-    with staged_dir(dest) as tmp:
-        for split, rows in splits.items():
-            _write_jsonl(tmp / f"{split}.jsonl", rows)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    try:
+        with staged_dir(dest) as tmp:
+            for split, rows in splits.items():
+                _write_jsonl(tmp / f"{split}.jsonl", rows)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as err:
+        full = disk_full_error(err, f"the converted dataset {dest}")
+        if full is not None:
+            raise full from err
+        raise
     return dest
 
 
@@ -351,6 +378,156 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def broken_arrow_file(folder: Path) -> Path | None:
+    """The first ``*.arrow`` file under ``folder`` that cannot be read to its end (truncated, corrupt)."""
+    import pyarrow as pa
+
+    for path in sorted(folder.rglob("*.arrow")) if folder.is_dir() else []:
+        try:
+            with pa.memory_map(str(path)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except (OSError, pa.ArrowInvalid):
+            return path
+    return None
+
+
+def short_splits(ds: Any) -> str | None:
+    """A split with fewer rows than the ``datasets`` cache recorded when it was built, or None."""
+    for split, data in ds.items():
+        recorded = getattr((data.info.splits or {}).get(split), "num_examples", None)
+        if recorded is not None and recorded != len(data):
+            return f"split '{split}' has {len(data)} rows, its cache recorded {recorded}"
+    return None
+
+
+# -- naming the bad line of a source file -------------------------------------------------------------
+
+
+def _json_kind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _jsonl_problem(path: Path) -> str | None:
+    kinds: dict[str, tuple[str, int, Any]] = {}
+    with open(path, "rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return f"{path} line {line_no}: invalid UTF-8 (byte {err.start}); fix the file's encoding"
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except ValueError as err:
+                return f"{path} line {line_no}: not valid JSON ({err}); fix or remove the line"
+            if not isinstance(record, dict):
+                return f"{path} line {line_no}: a JSON {_json_kind(record)}, not an object with one key per column"
+            for key, value in record.items():
+                kind = _json_kind(value)
+                if kind is None:
+                    continue
+                first = kinds.setdefault(key, (kind, line_no, value))
+                if first[0] != kind:
+                    return (
+                        f"{path} line {line_no}: column '{key}' is a {kind} ({value!r}) but line {first[1]} has a "
+                        f"{first[0]} ({first[2]!r}); use one kind throughout (labels: all ids 0..n-1 or all names)"
+                    )
+    return None
+
+
+def _csv_problem(path: Path) -> str | None:
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_no = path.read_bytes()[: err.start].count(b"\n") + 1
+        return f"{path} line {line_no}: invalid UTF-8 (byte {err.start}); fix the file's encoding"
+    csv.field_size_limit(1 << 30)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    start = 1
+    try:
+        for row in reader:
+            if header is None:
+                header = row
+            elif row and len(row) != len(header):
+                return (
+                    f"{path} line {start}: {len(row)} fields, the header has {len(header)} ({', '.join(header)}); "
+                    "quote fields that contain the delimiter"
+                )
+            start = reader.line_num + 1
+    except csv.Error as err:
+        return f"{path} line {start}: {err} (an unclosed quote?); fix the line"
+    return None
+
+
+def find_bad_line(folder: Path) -> str | None:
+    """``<file> line <n>: <what>`` for the first unreadable line of a jsonl/csv/tsv file in ``folder``, or None."""
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in (".jsonl", ".json") and path.is_file():
+            with open(path, "rb") as fh:
+                if fh.read(64).lstrip()[:1] == b"[":
+                    continue  # one JSON document, not lines
+            problem = _jsonl_problem(path)
+        elif path.suffix in (".csv", ".tsv") and path.is_file():
+            problem = _csv_problem(path)
+        else:
+            continue
+        if problem is not None:
+            return problem
+    return None
+
+
+def _cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+
+
+def _cache_problem(err: BaseException | None, ds: Any, cache_folder: Path) -> str | None:
+    """What is wrong with the ``datasets`` cache, if a load failed (``err``) or came back short (``ds``)."""
+    if ds is not None:
+        short = short_splits(ds)
+        if short is None:
+            return None
+        bad = broken_arrow_file(cache_folder)
+        return f"{short}" + (f" ({bad} is truncated)" if bad else "")
+    bad = broken_arrow_file(cache_folder)
+    return f"file {bad} is truncated or corrupt ({_cause(err)})" if bad else None
+
+
+def _verified_load(load: Any, what: str, cache_folder: Path) -> Any:
+    """``load(mode)`` with the cache verified: a truncated/short cache is named and rebuilt once."""
+    try:
+        ds, err = load(None), None
+    except Exception as e:
+        ds, err = None, e
+    if err is not None:
+        full = disk_full_error(err, f"the dataset cache {cache_folder}")
+        if full is not None:
+            raise full from err
+    problem = _cache_problem(err, ds, cache_folder)
+    if problem is None:
+        if err is not None:
+            raise err
+        return ds
+    log.warning("%s: dataset cache %s; rebuilding it", what, problem)
+    try:
+        return load("reuse_cache_if_exists")
+    except Exception as e:
+        full = disk_full_error(e, f"the dataset cache {cache_folder}")
+        if full is not None:
+            raise full from e
+        raise
+
+
 def _load_local(path: Path, name: str, hf_cache: Path) -> Any:
     import datasets
 
@@ -360,15 +537,20 @@ def _load_local(path: Path, name: str, hf_cache: Path) -> Any:
             "directory with train/test files in the hub format (e.g. train.jsonl, "
             "test-00000-of-00001.parquet), 'hub', or 'embedded'"
         )
-    try:
+
+    def load(mode: str | None) -> Any:
         with quiet_datasets():
-            return datasets.load_dataset(str(path), cache_dir=str(hf_cache))
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetGenerationError) as err:
-        why = " ".join(str(err).split())
+            return datasets.load_dataset(str(path), cache_dir=str(hf_cache), download_mode=mode)
+
+    try:
+        return _verified_load(load, f"dataset '{name}'", hf_cache / path.name)
+    except (FileNotFoundError, ValueError, UnicodeDecodeError, datasets.exceptions.DatasetGenerationError) as err:
+        bad = find_bad_line(path)
+        if bad is not None:
+            raise DataError(f"dataset '{name}': {bad}") from err
         raise SourceError(
-            f"dataset '{name}': could not read {path} as a hub-format directory "
-            f"({type(err).__name__}: {why}); it needs files named by split, e.g. train.jsonl/test.jsonl "
-            "or train-00000-of-00001.parquet"
+            f"dataset '{name}': could not read {path} as a hub-format directory ({_cause(err)}); it needs files "
+            "named by split, e.g. train.jsonl/test.jsonl or train-00000-of-00001.parquet"
         ) from err
 
 
@@ -377,20 +559,25 @@ def _load_hub(name: str, hub_name: str | None, hub_config: str | None, hf_cache:
 
     if not hub_name:
         raise ConfigError(f"dataset '{name}': source is 'hub' but dataset.hub_name is not set; set it")
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
-        log.info("HF_HUB_OFFLINE is set: only a dataset already in the HF cache can load")
+    why = hub.require_hub()  # one short probe; unreachable -> offline mode, only the HF cache is read
+    unreachable = SourceError(HUB_UNREACHABLE.format(name=name, hub_name=hub_name, why=why or "no answer"))
+
+    def load(mode: str | None) -> Any:
+        return datasets.load_dataset(hub_name, hub_config, cache_dir=str(hf_cache), download_mode=mode)
+
     try:
-        return datasets.load_dataset(hub_name, hub_config, cache_dir=str(hf_cache))
+        return _verified_load(load, f"dataset '{name}'", hf_cache / hub_name.replace("/", "___"))
     except datasets.exceptions.DatasetNotFoundError as err:
-        offline = "Offline" in str(err) or "offline" in str(err)
-        if offline:
-            raise SourceError(HUB_UNREACHABLE.format(name=name, hub_name=hub_name)) from err
+        if why is not None or "offline" in str(err).lower():
+            raise unreachable from err
         raise SourceError(
             f"dataset '{name}': hub dataset {hub_name} (config {hub_config}) was not found; check "
             "dataset.hub_name/hub_config or use dataset.source=/path/to/dir"
         ) from err
     except _hub_errors() as err:
-        raise SourceError(HUB_UNREACHABLE.format(name=name, hub_name=hub_name)) from err
+        if disk_full_error(err, "") is not None:
+            raise
+        raise unreachable from err
 
 
 def load_raw(

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sdbert.errors import SdbertError
+from sdbert.errors import SdbertError, disk_full_error
 from sdbert.paths import cache_dir
 from sdbert.sources import artifacts
 from sdbert.sources import datasets as sources
@@ -22,10 +22,15 @@ DEFAULT = ("imdb", "snli", "bbc_news")
 
 
 def fetch(name: str, cache: Path | str | None = None) -> Path:
-    """Materialise an embedded dataset, or just fetch the artifact for a non-dataset key."""
+    """Materialise an embedded dataset, or just fetch the artifact for a non-dataset key.
+
+    The artifact's sha256 is checked every time, also when a converted copy already exists: a cached
+    archive that changed is replaced (downloaded again), a download with the wrong hash is refused.
+    """
+    archive = artifacts.fetch_artifact(name, cache)
     if name in sources.EMBEDDED:
         return sources.materialize(name, cache)
-    return artifacts.fetch_artifact(name, cache)
+    return archive
 
 
 def _describe(name: str, path: Path) -> str:
@@ -60,8 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names:
         try:
             print(_describe(name, fetch(name, root)), flush=True)
-        except SdbertError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
+        except (SdbertError, OSError) as err:
+            known = err if isinstance(err, SdbertError) else disk_full_error(err, str(root))
+            if known is None:
+                raise
+            print(f"error: {known}", file=sys.stderr, flush=True)
             status = 1
     return status
 

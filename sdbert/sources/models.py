@@ -101,11 +101,22 @@ def resolve_pretrained(name_or_path: str) -> str:
         return str(path)
     if name_or_path.startswith((".", "/", "~")):
         raise SourceError(f"model folder '{name_or_path}' does not exist; fix model.name_or_path")
+    from sdbert.sources.hub import require_hub
+
+    require_hub()  # unreachable: offline mode, so the loaders answer from the HF cache at once
     return name_or_path
 
 
 def hub_error(name_or_path: str, err: Exception) -> SourceError:
+    from sdbert.sources.hub import OFFLINE_OPTIONS, unreachable_reason
+
+    why = unreachable_reason()
     reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+    if why is not None:
+        return SourceError(
+            f"model '{name_or_path}': the Hugging Face hub is unreachable ({why}) and the model is not in the HF "
+            f"cache; {OFFLINE_OPTIONS}"
+        )
     return SourceError(
         f"model '{name_or_path}' could not be loaded from the Hugging Face hub ({reason}); "
         "use model.name_or_path=/path/to/local/folder (saved with save_pretrained) or model=minilm (embedded, offline)"
