@@ -69,7 +69,7 @@ def require_hub() -> str | None:
     """Probe the hub once; when unreachable, go offline (only the HF cache is used) and return why."""
     reason = unreachable_reason()
     if reason is not None and not offline_requested():
-        log.warning("the Hugging Face hub is unreachable (%s); using the local HF cache only", reason)
+        log.info("the Hugging Face hub is unreachable (%s); using the local HF cache only", reason)
     if reason is not None:
         go_offline()
     return reason
