@@ -351,7 +351,7 @@ def test_bad_rows_raise_one_line_naming_dataset_split_column_row(
     tok: Any, tmp_path: Path, bad_row: dict, split: str, needles: list[str]
 ) -> None:
     string_labels = isinstance(bad_row["label"], str)
-    good = [{"text": f"ok {i}", "label": "pos" if string_labels else 1} for i in range(2)]
+    good = [{"text": f"ok {i}", "label": ["neg", "pos"][i] if string_labels else i} for i in range(2)]  # two classes
     splits = {"train": good, "validation": good, "test": good}
     splits[split] = [*good, bad_row, *good]
     folder = _toy_dir(tmp_path, splits["train"], splits["validation"], splits["test"])
