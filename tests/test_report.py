@@ -105,7 +105,7 @@ def _table(md: str, heading: str) -> list[list[str]]:
 def test_results_table_has_the_papers_layout(table3_runs, tmp_path):
     path, results = write_report([table3_runs], tmp_path / "out")
     md = path.read_text()
-    rows = _table(md, "### embedded:all-minilm-l6-v2")
+    rows = _table(md, "### tiny (random init)")
     header, body = rows[0], {r[0]: r for r in rows[2:]}
     assert header == ["Model", "IMDb", "AG's News", "DBPedia", "Yelp P.", "Yelp F.", "Avg. Δ",
                       "SNLI", "MNLI-m", "MNLI-mm", "Avg. Δ (NLI)"]
@@ -175,7 +175,7 @@ def test_report_on_real_runs_names_what_is_missing(damaged_sweep, tmp_path):
         assert f"SUPERSEDED  {damaged_sweep / 'old'} (failed) by the newer run {damaged_sweep / '0'}" in text
     assert ("6 run directories: 4 finished, 1 failed, 0 unfinished, 1 superseded by a newer run of the same "
             "setup and seeds; 2 sweep jobs never started.") in md
-    rows = _table(md, "### embedded:all-minilm-l6-v2")
+    rows = _table(md, "### tiny (random init)")
     assert rows[0] == ["Model", "bbc_news", "Avg. Δ"]
     body = {r[0]: r for r in rows[2:]}
     assert list(body) == ["BASE", "VOTE (K=2)", "AVG", "SDA"]  # bbc_news borrows its K (all) from AG's News
@@ -199,7 +199,7 @@ def test_report_reads_ensemble_json(tiny_sweep, tmp_path):
         assert ensemble_main([str(sweep), "--no-avg", "--out", str(tmp_path / "ens")]) == 0
     md = write_report([sweep, tmp_path / "ens"], tmp_path / "out")[0].read_text()
     saved = json.loads((tmp_path / "ens" / "ensemble.json").read_text())["test"]["test"]["vote/acc"]
-    body = {r[0]: r for r in _table(md, "### embedded:all-minilm-l6-v2")[2:]}
+    body = {r[0]: r for r in _table(md, "### tiny (random init)")[2:]}
     assert body["VOTE (K=2)"][1] == f"{100 - saved:.2f}"
 
 
