@@ -100,6 +100,18 @@ def test_a_folder_is_free_again_after_a_run_that_failed_at_its_config(tmp_path: 
     check_fresh(tmp_path)  # no error
 
 
+def test_a_sweep_folder_holding_runs_is_refused(tmp_path: Path, capsys) -> None:
+    from sdbert.rundir import FreshRunDir
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    FreshRunDir().on_multirun_start(config=config)  # empty: fine
+    _old_run(tmp_path / "0", "metrics")
+    with pytest.raises(SystemExit):
+        FreshRunDir().on_multirun_start(config=config)
+    (line,) = _errors(capsys.readouterr().err)
+    assert f"sweep directory {tmp_path} already holds runs" in line
+
+
 def test_cli_refuses_before_hydra_overwrites_the_old_runs_config(tmp_path: Path) -> None:
     folder = tmp_path / "old"
     _old_run(folder, "metrics")
@@ -346,6 +358,27 @@ def test_sweep_report_lists_every_job_and_fails_the_sweep(tmp_path, capsys) -> N
     _job(ok, 0, [], {"status": "ok", "test": {"test/acc": 50.0}})
     SweepReport().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(ok)}}}))
     assert "1 of 1 jobs ok" in format_jobs(sweep_jobs(ok))
+
+
+def test_a_crashing_sweep_job_is_recorded_and_the_sweep_goes_on(make_cfg, monkeypatch, caplog, capsys) -> None:
+    """Not only one-line errors: a bug's traceback goes to the job's log, its folder says failed."""
+    from sdbert import run
+
+    def crash(cfg: Any) -> None:
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.setattr(run, "train", crash)
+    monkeypatch.setattr(run, "_in_multirun", lambda: True)
+    cfg = make_cfg()
+    with caplog.at_level(logging.ERROR, logger="sdbert"):
+        assert run.main_job(cfg) is None
+    failure = json.loads((Path(cfg.paths.output_dir) / SUMMARY_FILE).read_text())
+    assert failure == {"status": "failed", "error": "RuntimeError: a bug over two lines", "error_type": "RuntimeError"}
+    assert any(r.exc_info for r in caplog.records)  # the traceback is logged, not lost
+    assert _errors(capsys.readouterr().err) == ["sdbert: error: RuntimeError: a bug over two lines"]
+    monkeypatch.setattr(run, "_in_multirun", lambda: False)
+    with pytest.raises(RuntimeError):  # a single run still shows a bug's traceback
+        run.main_job(make_cfg(out=Path(cfg.paths.output_dir).parent / "single"))
 
 
 def test_multirun_with_a_failed_job_exits_nonzero_with_the_table(tmp_path) -> None:
