@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import secrets
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -17,18 +19,18 @@ def _paper_teacher_size(dataset: str, strategy_target: str) -> int | str:
     return default_teacher_size(dataset, name)
 
 
-def _run_tag(strategy: str, teacher_size: object, dataset: str, seed: object) -> str:
-    """``${run_tag:<strategy>,<K or null>,<dataset>,<seed>}``: a run directory's readable, unique tail."""
-    from sdbert.rundir import run_tag
+@functools.cache
+def process_id() -> str:
+    """``${process_id:}``: six hex digits fixed for this process, so every read of ``hydra.run.dir`` gives
+    the same folder while two processes started in the same second get two."""
+    return secrets.token_hex(3)
 
-    return run_tag(strategy, teacher_size, dataset, seed)
 
-
-def _process_id() -> str:
-    """``${process_id:}``: six hex digits fixed for this process (a sweep directory's unique tail)."""
-    from sdbert.rundir import process_id
-
-    return process_id()
+def run_tag(strategy: Any, teacher_size: Any, dataset: Any, seed: Any) -> str:
+    """``${run_tag:<strategy>,<K or null>,<dataset>,<seed>}``: a run directory's readable, unique tail,
+    e.g. ``sda-K2_snli_seed42_3fa9c1`` (no ``-K`` for strategies without a teacher)."""
+    k = "" if teacher_size is None else f"-K{teacher_size}"
+    return f"{strategy}{k}_{dataset}_seed{seed}_{process_id()}"
 
 
 def register_resolvers() -> None:
@@ -36,9 +38,9 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("paper_k"):
         OmegaConf.register_new_resolver("paper_k", _paper_teacher_size)
     if not OmegaConf.has_resolver("run_tag"):
-        OmegaConf.register_new_resolver("run_tag", _run_tag)
+        OmegaConf.register_new_resolver("run_tag", run_tag)
     if not OmegaConf.has_resolver("process_id"):
-        OmegaConf.register_new_resolver("process_id", _process_id)
+        OmegaConf.register_new_resolver("process_id", process_id)
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:

@@ -1,8 +1,8 @@
 """Run directories: unique, readable names, and never two runs in one folder.
 
-The default name (conf/hydra/default.yaml) is ``<time>_<strategy>[-K<k>]_<dataset>_seed<seed>_<id>``:
-runs started in the same second (one per seed, the common case) differ in their seed, and two
-identical ones in the per-process :func:`process_id`.
+The default name (conf/hydra/default.yaml) is ``<time>_<strategy>[-K<k>]_<dataset>_seed<seed>_<id>``
+(:func:`sdbert.config.run_tag`): runs started in the same second (one per seed, the common case)
+differ in their seed, and two identical ones in the per-process id.
 
 A folder *holds a run* when it has a finished run's ``metrics.json`` or any checkpoint. Starting a new
 run there is refused in one line (:class:`~sdbert.errors.RunDirInUse`) before Hydra writes anything into
@@ -12,10 +12,8 @@ the hook :func:`is_resuming` decides, so resume logic can widen it).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,21 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdbert.errors import RunDirInUse
 from sdbert.paths import CHECKPOINT_DIR, SUMMARY_FILE
-
-
-@functools.cache
-def process_id() -> str:
-    """Six hex digits, fixed for this process (so every read of ``hydra.run.dir`` gives the same folder)."""
-    return secrets.token_hex(3)
-
-
-def run_tag(strategy: Any, teacher_size: Any, dataset: Any, seed: Any) -> str:
-    """``sda-K2_snli_seed42_3fa9c1``: the readable, unique tail of a run directory's name.
-
-    ``teacher_size`` is None for strategies without a teacher (then no ``-K``).
-    """
-    k = "" if teacher_size is None else f"-K{teacher_size}"
-    return f"{strategy}{k}_{dataset}_seed{seed}_{process_id()}"
 
 
 def holds_run(folder: str | os.PathLike[str]) -> str | None:

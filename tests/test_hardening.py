@@ -54,7 +54,7 @@ def test_run_directory_names_are_readable_and_differ_per_strategy_seed_and_proce
     sda_dir, base_dir = (Path(OmegaConf.select(c, "hydra.run.dir")).name for c in (sda, base))
     assert "_sda-K2_snli_seed1_" in sda_dir and "_base_snli_seed2_" in base_dir  # base has no K
     ids = {
-        subprocess.run([sys.executable, "-c", "from sdbert.rundir import process_id; print(process_id())"],
+        subprocess.run([sys.executable, "-c", "from sdbert.config import process_id; print(process_id())"],
                        cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         for _ in range(2)
     }
