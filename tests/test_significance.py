@@ -112,7 +112,7 @@ def test_runs_of_other_test_sets_are_refused(tiny_sweep, tmp_path):
 def test_report_shows_the_paired_comparison(tiny_sweep, tmp_path):
     md = write_report([tiny_sweep], tmp_path / "out")[0].read_text()
     section = md.split("## Paired comparison with BASE", 1)[1].split("## Figures", 1)[0]
-    block = section.split("### bbc_news (test) · embedded:all-minilm-l6-v2", 1)[1].split("\n\n", 2)[1]
+    block = section.split("### bbc_news (test) · tiny (random init)", 1)[1].split("\n\n", 2)[1]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
     assert rows[0][:2] == ["Model", "seeds"] and rows[0][-1] == "significant at 5 %"
     assert [r[0] for r in rows[2:]] == ["SDA"]
