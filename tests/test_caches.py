@@ -297,3 +297,43 @@ def test_unreachable_hub_fails_with_one_line_naming_the_offline_options(tmp_path
     assert "model 'google-bert/bert-base-uncased': the Hugging Face hub is unreachable" in errors[1]
     assert all(hub.OFFLINE_OPTIONS in line for line in errors)
     assert "Traceback" not in proc.stderr and "Retrying" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reachable"),
+    [
+        (200, b'[{"id": "a/model"}]', True),
+        (404, b"", True),  # an answer: the libraries get the same 404 at once, without retries
+        (503, b"", False),  # what the libraries would retry for tens of seconds
+        (200, b"<html>captive portal</html>", False),
+    ],
+)
+def test_hub_probe_tells_an_answer_from_a_misbehaving_endpoint(
+    monkeypatch: pytest.MonkeyPatch, status: int, body: bytes, reachable: bool
+) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import huggingface_hub.constants
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    hub.unreachable_reason.cache_clear()
+    try:
+        assert (hub.unreachable_reason() is None) == reachable
+    finally:
+        hub.unreachable_reason.cache_clear()
+        server.shutdown()

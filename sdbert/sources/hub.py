@@ -41,12 +41,14 @@ def unreachable_reason() -> str | None:
         response = get_session().get(url, timeout=PROBE_TIMEOUT_S, follow_redirects=True)
     except Exception as err:  # connection refused, timeout, DNS, a proxy that answers garbage ...
         return f"{type(err).__name__}: {' '.join(str(err).split())[:100] or 'no answer'}"
-    if response.status_code >= 500 or response.status_code in (407,):
+    if response.status_code >= 500 or response.status_code == 407:  # what the libraries would retry
         return f"HTTP {response.status_code} from {url}"
-    try:
-        response.json()
-    except ValueError:
-        return f"{url} did not answer like the hub (a proxy or captive portal?)"
+    if response.is_success:
+        try:
+            response.json()
+        except ValueError:
+            return f"{url} did not answer like the hub (a proxy or captive portal?)"
+    # a 4xx is an answer: the libraries get the same at once, without retrying
     return None
 
 
