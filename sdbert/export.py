@@ -45,23 +45,18 @@ def _probe_inputs(tokenizer: Any, pair: bool) -> dict[str, Any]:
     return dict(tokenizer(*args, padding=True, truncation=True, max_length=64, return_tensors="pt"))
 
 
-def to_huggingface(trained: Trained, which: str = REPORTED) -> Any:
-    """The ``transformers`` sequence-classification model equivalent to ``trained``'s ``which`` model.
-
-    Raises :class:`ExportError` where the architecture's Hugging Face head is not sdbert's head.
-    """
-    import torch
+def _huggingface_twin(model: Any, labels: list[str]) -> Any:
+    """An untrained ``transformers`` model with sdbert's head for ``model`` (a SequenceClassifier), or
+    :class:`ExportError` where the architecture's Hugging Face head is another one."""
     from torch import nn
     from transformers import AutoModelForSequenceClassification
 
-    model = trained.model(which)
     if model.pooling != "pooler":
         raise ExportError(
             f"model.pooling={model.pooling} (the raw [CLS] state under a linear layer) has no Hugging Face "
             "equivalent (BertForSequenceClassification uses the pooled [CLS]); train with model.pooling=pooler "
             "to export, or predict with python -m sdbert.predict on the run"
         )
-    labels = trained.label_names
     config = copy.deepcopy(model.encoder.config)
     config.num_labels = len(labels)
     config.id2label = dict(enumerate(labels))
@@ -78,8 +73,29 @@ def to_huggingface(trained: Trained, which: str = REPORTED) -> Any:
             f"{type(hf).__name__}'s head ({type(head).__name__}) is not sdbert's (pooled [CLS] → dropout → "
             "linear), so this model has no Hugging Face equivalent; predict with python -m sdbert.predict instead"
         )
-    base.load_state_dict(model.encoder.state_dict())
-    head.load_state_dict(model.classifier.state_dict())
+    return hf
+
+
+def check_exportable(model: Any, labels: list[str]) -> None:
+    """Raise :class:`ExportError` now (before training, for ``export=true``) where the export would be refused."""
+    import torch
+
+    with torch.device("meta"):  # structure only: no memory, no initialisation cost
+        _huggingface_twin(model, labels)
+
+
+def to_huggingface(trained: Trained, which: str = REPORTED) -> Any:
+    """The ``transformers`` sequence-classification model equivalent to ``trained``'s ``which`` model.
+
+    Raises :class:`ExportError` where the architecture's Hugging Face head is not sdbert's head, or where
+    the two models' logits differ on a probe batch.
+    """
+    import torch
+
+    model = trained.model(which)
+    hf = _huggingface_twin(model, trained.label_names)
+    getattr(hf, hf.base_model_prefix).load_state_dict(model.encoder.state_dict())
+    hf.classifier.load_state_dict(model.classifier.state_dict())
     hf.eval()
     from sdbert.sources.models import load_tokenizer
 
@@ -106,6 +122,10 @@ def model_card(trained: Trained, which: str) -> str:
     strategy = trained.module.strategy.describe()
     pair = len(trained.text_fields) == 2
     call = 'clf({"text": "A premise.", "text_pair": "A hypothesis."})' if pair else 'clf("Some text to classify.")'
+    se_average = strategy.get("strategy") == "se" and which == REPORTED
+    checkpoint = trained.checkpoint.name
+    if checkpoint == "best.ckpt":
+        checkpoint += f" (epoch {summary.get('best_epoch', '?')} of {summary.get('epochs', '?')})"
     rows = [
         ("dataset", f"{cfg.dataset.name} (text fields: {', '.join(trained.text_fields)}; max_length "
                     f"{trained.max_length}, truncated on the right)"),
@@ -115,10 +135,8 @@ def model_card(trained: Trained, which: str) -> str:
         ("K (teacher_size)", str(strategy.get("teacher_size", "-"))),
         ("λ (distill_weight)", str(strategy.get("distill_weight", "-"))),
         ("seed / data_seed", f"{cfg.seed} / {cfg.data_seed}"),
-        ("exported model", which + (" (SE: the parameter average)" if strategy.get("strategy") == "se" and which == REPORTED
-                                    else "")),
-        ("checkpoint", f"{trained.checkpoint.name} (epoch {summary.get('best_epoch', '?')} of {summary.get('epochs', '?')})"
-                       if trained.checkpoint.name == "best.ckpt" else trained.checkpoint.name),
+        ("exported model", which + (" (SE: the parameter average)" if se_average else "")),
+        ("checkpoint", checkpoint),
     ]
     lines = [
         "---",
@@ -165,6 +183,7 @@ def export(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], whic
 
 
 def export_trained(trained: Trained, out_dir: str | os.PathLike[str], which: str = REPORTED) -> Path:
+    """Write the Hugging Face folder of an already loaded model (its ``summary`` goes into the model card)."""
     from transformers import AutoTokenizer
 
     from sdbert.sources.models import resolve_pretrained

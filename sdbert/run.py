@@ -55,6 +55,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, SelfDistillationModul
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = factory.build_datamodule(cfg)
     module = factory.build_module(cfg, strategy, prediction_dir=output_dir / PREDICTIONS_DIR)
+    if cfg.get("export", False):  # refuse a model without a Hugging Face equivalent before training it
+        from sdbert.export import check_exportable
+
+        check_exportable(module.model, module.label_names)
     run_loggers = factory.instantiate_group(cfg.get("logger"))
     loggers.describe_wandb_runs(run_loggers, cfg, strategy.describe())
     return datamodule, module, factory.build_trainer(cfg, run_loggers)
@@ -72,11 +76,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         datamodule, module, trainer = build(cfg)
         summary = _fit_and_test(cfg, datamodule, module, trainer, start)
+        if cfg.get("export", False):
+            summary["export"] = _export(output_dir, summary)
     except BaseException:
         loggers.finish_failed(trainer.loggers if trainer is not None else [])
         raise
     write_json(output_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def _export(output_dir: Path, summary: dict[str, Any]) -> str:
+    """``export=true``: the tested model as a Hugging Face folder ``<run dir>/hf`` (see ``sdbert.export``)."""
+    from sdbert.export import export_trained
+    from sdbert.paths import EXPORT_DIR
+    from sdbert.trained import load_trained
+
+    trained = load_trained(output_dir, checkpoint="last" if summary["tested_checkpoint"] == "last" else "best")
+    trained.summary = summary
+    out = export_trained(trained, output_dir / EXPORT_DIR)
+    log.info("exported the tested model to %s", out)
+    return str(out)
 
 
 def _fit_and_test(

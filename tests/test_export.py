@@ -115,5 +115,5 @@ def test_heads_without_a_huggingface_equivalent_are_refused(make_cfg):
     mpnet = MPNetModel(MPNetConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                                    vocab_size=100))
     other = _trained(make_cfg, model=SequenceClassifier(mpnet, num_labels=5))
-    with pytest.raises(ExportError, match="MPNetClassificationHead.*no Hugging Face equivalent"):
+    with pytest.raises(ExportError, match=r"MPNetClassificationHead.*no Hugging Face equivalent"):
         to_huggingface(other)
