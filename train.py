@@ -16,7 +16,6 @@ def main(cfg: DictConfig) -> float | None:
     """Run one job; returns ``cfg.optimized_metric`` (default: the best validation accuracy) for Hydra's
     sweepers (``hparams_search=…``), or None when the job failed with a one-line error in a multirun."""
     from sdbert.console import quiet_console
-
     from sdbert.run import main_job
     from sdbert.search import objective
 

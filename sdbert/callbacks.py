@@ -219,7 +219,8 @@ class PlainProgress(ProgressBar):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._enabled or trainer.sanity_checking:
             return
-        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and k.count("/") == 1}
+        metrics = trainer.callback_metrics
+        values = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and k.count("/") == 1}
         shown = " · ".join(f"{k} {v:.2f}" for k, v in sorted(values.items()) if not k.endswith("/err"))
         self._emit(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} validated · {shown}")
 
