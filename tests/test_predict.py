@@ -143,3 +143,22 @@ def test_console_script_reads_stdin(tiny_run):
     )
     assert proc.returncode == 0, proc.stderr
     assert [r["line"] for r in _rows(proc.stdout)] == [1, 2]
+
+
+def test_saved_test_predictions_join_back_by_row_and_log_macro_f1(tiny_run):
+    run = tiny_run("strategy=se")
+    raw, saved = _saved(run)
+    rows = saved["rows"]
+    assert len(set(rows.tolist())) == len(rows) == len(saved["labels"])
+    # the row ids point at the raw examples the labels came from
+    assert saved["labels"].tolist() == [int(raw[int(r)]["label"]) for r in rows]
+    # macro-F1 as logged (%), recomputed from the saved probabilities: mean over classes of 2TP/(2TP+FP+FN)
+    pred, gold = saved["probs"].argmax(-1), saved["labels"]
+    f1 = []
+    for c in range(saved["probs"].shape[1]):
+        tp = int(((pred == c) & (gold == c)).sum())
+        fp_fn = int(((pred == c) != (gold == c)).sum())
+        f1.append(2 * tp / (2 * tp + fp_fn) if tp + fp_fn else 0.0)
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["test"]["test/f1"] == pytest.approx(100 * sum(f1) / len(f1), abs=1e-3)
+    assert "val/f1" in summary["val"] and "val/student/f1" in summary["val"]
