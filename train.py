@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 import sdbert  # noqa: F401  (registers the config resolvers)
+from sdbert.errors import SdbertError
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -23,7 +26,11 @@ def main(cfg: DictConfig) -> float | None:
     summary = main_job(cfg)
     if summary is None:
         return None
-    return objective(summary, str(cfg.get("optimized_metric") or "val/acc_best"))
+    try:
+        return objective(summary, str(cfg.get("optimized_metric") or "val/acc_best"))
+    except SdbertError as err:  # the run itself is fine; only a sweeper needs the value
+        print(f"sdbert: warning: no objective for a sweeper: {err}", file=sys.stderr)
+        return None
 
 
 if __name__ == "__main__":

@@ -83,10 +83,9 @@ def load_predictor(source: str | os.PathLike[str], which: str = REPORTED, checkp
     from sdbert.sources.models import load_tokenizer
     from sdbert.trained import load_trained
 
-    trained = load_trained(path, checkpoint)
-    module = trained.module.to(dev)
+    trained = load_trained(path, checkpoint, device=dev)
+    module = trained.module
     strategy = module.strategy
-    strategy.setup(module.model)  # moves the strategy's tensors next to the model
     if which not in strategy.eval_names:
         raise PredictError(f"strategy {strategy.name} has no model '{which}' (it evaluates: "
                            f"{', '.join(strategy.eval_names)})")

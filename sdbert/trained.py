@@ -27,7 +27,7 @@ class TrainedModelError(SdbertError, ValueError):
 
 @dataclass
 class Trained:
-    """A run's resolved config, its module (eval mode, on CPU) and where they came from."""
+    """A run's resolved config, its module (eval mode) and where they came from."""
 
     cfg: DictConfig
     module: SelfDistillationModule
@@ -79,8 +79,10 @@ def _run_and_checkpoint(source: Path) -> tuple[Path, Path | None]:
     raise TrainedModelError(f"{source} does not exist; pass a run directory (logs/train/runs/<time>) or a checkpoint")
 
 
-def load_trained(source: str | os.PathLike[str], checkpoint: str = "tested") -> Trained:
-    """The trained module of a run directory (its ``checkpoint``: tested, best or last) or of a checkpoint file."""
+def load_trained(source: str | os.PathLike[str], checkpoint: str = "tested", device: Any = "cpu") -> Trained:
+    """The trained module of a run directory (its ``checkpoint``: tested, best or last) or of a checkpoint file,
+    on ``device``. The strategy's state (SE's average, SDA's teacher) is placed there too: do not move the
+    module afterwards (a strategy set up on another device starts afresh)."""
     import torch
 
     from sdbert.analysis.rundirs import RunDirError, load_run
@@ -109,7 +111,8 @@ def load_trained(source: str | os.PathLike[str], checkpoint: str = "tested") -> 
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise TrainedModelError(f"{ckpt} does not fit the model of {run_dir / CONFIG_FILE} ({first})") from None
-    module.on_load_checkpoint(state)
+    module.on_load_checkpoint(state)  # the strategy keeps it until setup allocates its tensors
+    module.to(device)
     module.strategy.setup(module.model)
     module.eval()
     return Trained(cfg=cfg, module=module, run_dir=run_dir, checkpoint=Path(ckpt), summary=dict(run.metrics))

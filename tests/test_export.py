@@ -117,3 +117,20 @@ def test_heads_without_a_huggingface_equivalent_are_refused(make_cfg):
     other = _trained(make_cfg, model=SequenceClassifier(mpnet, num_labels=5))
     with pytest.raises(ExportError, match=r"MPNetClassificationHead.*no Hugging Face equivalent"):
         to_huggingface(other)
+
+
+def test_export_switch_writes_the_tested_model_after_testing(tiny_run):
+    run = tiny_run("strategy=se", "export=true")
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "ok" and summary["export"] == str(run / "hf")
+    texts, saved = _test_texts(run)
+    assert (_pipeline_probs(run / "hf", texts) - saved).abs().max().item() <= 1e-5
+    assert f"| `test/acc` | {summary['test']['test/acc']:.2f} |" in (run / "hf" / "README.md").read_text()
+
+
+def test_export_switch_refuses_before_training(make_cfg, tmp_path):
+    from sdbert.run import build
+
+    with pytest.raises(ExportError, match=r"model\.pooling=cls"):
+        build(make_cfg("export=true", "model.pooling=cls"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
