@@ -33,7 +33,7 @@ run: data
 
 ## the test suite
 test: dev
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: dev
 	$(VENV)/bin/ruff check .

@@ -22,8 +22,13 @@ def main(cfg: DictConfig) -> float | None:
     from sdbert.run import main_job
     from sdbert.search import objective
 
+    hooks = None
+    if cfg.get("export", False):
+        from sdbert.export import ExportAfterTest
+
+        hooks = ExportAfterTest()
     quiet_console()
-    summary = main_job(cfg)
+    summary = main_job(cfg, hooks)
     if summary is None:
         return None
     try:

@@ -47,7 +47,7 @@ if [[ $PART == all ]]; then
   RUN_LIMIT=110 run sda5_eval_teacher strategy=sda teacher_size=5 strategy.teacher_dropout=false
   RUN_LIMIT=110 run sda5_dropout_teacher strategy=sda teacher_size=5
   RUN_LIMIT=140 run sdv5_dropout_teacher strategy=sdv teacher_size=5
-else  # the other eval-mode teachers of REFERENCE.md §3 (second call on the warm machine)
+else  # the other eval-mode teachers of README "Stability" (second call on the warm machine)
   RUN_LIMIT=100 run sda1_eval_teacher strategy=sda teacher_size=1 strategy.teacher_dropout=false
   RUN_LIMIT=120 run sdv5_eval_teacher strategy=sdv teacher_size=5 strategy.teacher_dropout=false
 fi

@@ -1,4 +1,4 @@
-"""Reproduce the teacher-mode stability finding (REFERENCE.md §3) with sdbert itself.
+"""Reproduce the teacher-mode stability finding (docs/stability_cpu.md) with sdbert itself.
 
 ``run``: small-scale CPU probe — the embedded MiniLM on IMDb at 64 tokens, batch 16, flat learning
 rate after warm-up, a few hundred optimizer steps, for BASE and SDA with the teacher in eval mode and

@@ -19,7 +19,7 @@ log = logging.getLogger("sdbert")
 
 
 class DivergenceGuard(L.Callback):
-    """Stops a run whose loss or logits run away (REFERENCE.md §3: eval-mode teachers can diverge).
+    """Stops a run whose loss or logits run away (README "Stability": eval-mode teachers can diverge).
 
     Checks every training batch: a non-finite loss, a loss above ``max_loss`` or a mean |logit|
     above ``max_abs_logit`` raises ``TrainingDiverged`` with the knobs that usually fix it.

@@ -28,6 +28,8 @@ from typing import Any
 
 from sdbert.errors import SdbertError
 from sdbert.io import staged_dir
+from sdbert.paths import EXPORT_DIR
+from sdbert.run import RunHooks
 from sdbert.strategies import REPORTED
 from sdbert.trained import Trained, TrainedModelError, load_trained
 
@@ -76,12 +78,46 @@ def _huggingface_twin(model: Any, labels: list[str]) -> Any:
     return hf
 
 
-def check_exportable(model: Any, labels: list[str]) -> None:
-    """Raise :class:`ExportError` now (before training, for ``export=true``) where the export would be refused."""
+def check_exportable(cfg: Any) -> None:
+    """Raise :class:`ExportError` now (before training, for ``export=true``) where the export of ``cfg.model``
+    would be refused; builds the model's structure only (meta device: no weights, no memory)."""
     import torch
+    from transformers import AutoConfig, AutoModel
 
-    with torch.device("meta"):  # structure only: no memory, no initialisation cost
+    from sdbert.classifier import SequenceClassifier
+    from sdbert.sources.models import hub_error, resolve_pretrained
+
+    model_cfg = cfg.model
+    try:
+        config = AutoConfig.from_pretrained(resolve_pretrained(str(model_cfg.name_or_path)))
+    except (OSError, ValueError) as err:
+        raise hub_error(str(model_cfg.name_or_path), err) from err
+    if model_cfg.get("random_init"):
+        config.update(dict(model_cfg.random_init))
+    labels = [str(n) for n in cfg.dataset.label_names]
+    with torch.device("meta"):
+        model = SequenceClassifier(AutoModel.from_config(config), num_labels=len(labels),
+                                   dropout=float(model_cfg.get("dropout", 0.1)),
+                                   pooling=str(model_cfg.get("pooling", "pooler")))
         _huggingface_twin(model, labels)
+
+
+class ExportAfterTest(RunHooks):
+    """``export=true``: refuse an unexportable model before training; after testing, write the tested model
+    as a Hugging Face folder ``<run dir>/hf`` (its path goes into ``metrics.json`` as ``export``)."""
+
+    def before(self, cfg: Any) -> None:
+        check_exportable(cfg)
+
+    def after_test(self, cfg: Any, summary: dict[str, Any]) -> None:
+        import logging
+
+        output_dir = Path(cfg.paths.output_dir)
+        trained = load_trained(output_dir, checkpoint="last" if summary["tested_checkpoint"] == "last" else "best")
+        trained.summary = summary
+        out = export_trained(trained, output_dir / EXPORT_DIR)
+        logging.getLogger("sdbert").info("exported the tested model to %s", out)
+        summary["export"] = str(out)
 
 
 def to_huggingface(trained: Trained, which: str = REPORTED) -> Any:

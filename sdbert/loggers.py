@@ -208,13 +208,16 @@ class WandbLogger(_LightningWandbLogger):
     def log_hyperparams(self, params: Any) -> None:
         """Lightning's module/datamodule hyperparameters go under ``hparams``: the run config's top level is
         sdbert's resolved config, which they would otherwise mix into (e.g. the datamodule's ``name``)."""
-        from lightning.fabric.utilities.logger import (
-            _convert_json_serializable,
-            _convert_params,
-            _sanitize_callable_params,
-        )
+        import json
+        from argparse import Namespace
 
-        params = _convert_json_serializable(_sanitize_callable_params(_convert_params(params)))
+        from omegaconf import OmegaConf
+
+        def plain(value: Any) -> Any:
+            return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else str(value)
+
+        params = vars(params) if isinstance(params, Namespace) else dict(params)
+        params = json.loads(json.dumps(params, default=plain))
         self.experiment.config.update({"hparams": params}, allow_val_change=True)
 
     @property

@@ -169,7 +169,7 @@ class SelfDistillationModule(L.LightningModule):
         For callbacks (e.g. a test-set pass at each epoch end): eval mode, this module's device, logs
         nothing, leaves the train/eval mode and the torchmetrics states as they were.
         """
-        from lightning.fabric.utilities.apply_func import move_data_to_device
+        from lightning.fabric.utilities import move_data_to_device
 
         was_training = self.training
         self.eval()
@@ -266,7 +266,7 @@ class SelfDistillationModule(L.LightningModule):
             }
             for (part, decay), params in sorted(groups.items())
         ]
-        # the fused kernel does the whole update in one pass (CPU and CUDA); measured in docs/performance.md
+        # the fused kernel does the whole update in one pass (CPU and CUDA); timings in README "Measured"
         fused = o.get("fused", True) and self.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(
             param_groups,

@@ -1,4 +1,4 @@
-"""Facts from the paper (REFERENCE.md §1): teacher sizes of Table 2 and published results.
+"""Facts from the paper (its Tables 2, 3 and 4): best teacher sizes and published results.
 
 One place for them: the configs take the default K from here, the report puts the paper's numbers
 beside ours from here.
@@ -71,3 +71,19 @@ def default_teacher_size(dataset: str, strategy: str) -> TeacherSize:
     if source is None:
         return 1
     return TABLE2_BEST_K[source].get(strategy, 1)
+
+
+#: The fine-tuning recipe of §4.2 (BERT-base): conf/optim/paper.yaml and experiment=paper follow it.
+RECIPE: dict[str, float | int] = {
+    "encoder_lr": 2e-5,
+    "head_lr": 1e-3,
+    "warmup_proportion": 0.1,
+    "weight_decay": 0.01,
+    "dropout": 0.1,
+    "max_length": 512,
+    "batch_size": 4,
+    "accumulate_grad_batches": 4,
+}
+
+#: The training-stability setting of §4.4 (Figure 4): 1,500 SNLI examples, 500 per class.
+STABILITY: dict[str, str | int] = {"dataset": "snli", "train_per_class": 500}

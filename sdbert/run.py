@@ -43,28 +43,43 @@ def _best_epoch(ckpt: Any) -> int | None:
         return None
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, SelfDistillationModule, L.Trainer]:
+class RunHooks:
+    """Extra steps around one run, for tools above this layer (e.g. ``export=true``, :mod:`sdbert.export`).
+
+    ``before`` runs after the strategy is validated and before anything slow: raise a one-line
+    :class:`~sdbert.errors.SdbertError` to refuse the run. ``after_test`` runs after testing, before
+    ``metrics.json`` is written, and may add keys to ``summary``.
+    """
+
+    def before(self, cfg: DictConfig) -> None:
+        pass
+
+    def after_test(self, cfg: DictConfig, summary: dict[str, Any]) -> None:
+        pass
+
+
+def build(
+    cfg: DictConfig, hooks: RunHooks | None = None
+) -> tuple[L.LightningDataModule, SelfDistillationModule, L.Trainer]:
     """Data, module (model + strategy) and trainer (callbacks, loggers) of one run."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     strategy = factory.build_strategy(cfg)  # validates K and λ before anything slow happens
+    if hooks is not None:
+        hooks.before(cfg)
     if cfg.get("flush_denormal", True):
-        # CPU: denormal floats (Adam's second moments, tiny gradients) slow arithmetic down (docs/performance.md);
+        # CPU: denormal floats (Adam's second moments, tiny gradients) slow arithmetic down (README "Measured");
         # flushing them to zero changes nothing measurable. A no-op where unsupported.
         torch.set_flush_denormal(True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = factory.build_datamodule(cfg)
     module = factory.build_module(cfg, strategy, prediction_dir=output_dir / PREDICTIONS_DIR)
-    if cfg.get("export", False):  # refuse a model without a Hugging Face equivalent before training it
-        from sdbert.export import check_exportable
-
-        check_exportable(module.model, module.label_names)
     run_loggers = factory.instantiate_group(cfg.get("logger"))
     loggers.describe_wandb_runs(run_loggers, cfg, strategy.describe())
     return datamodule, module, factory.build_trainer(cfg, run_loggers)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     """Fit and test one configuration; write ``metrics.json`` into the run directory and return it.
 
     A W&B run (``logger=wandb``) is finished before this returns or raises, so every Hydra job of a
@@ -74,28 +89,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     trainer: L.Trainer | None = None
     try:
-        datamodule, module, trainer = build(cfg)
+        datamodule, module, trainer = build(cfg, hooks)
         summary = _fit_and_test(cfg, datamodule, module, trainer, start)
-        if cfg.get("export", False):
-            summary["export"] = _export(output_dir, summary)
+        if hooks is not None:
+            hooks.after_test(cfg, summary)
     except BaseException:
         loggers.finish_failed(trainer.loggers if trainer is not None else [])
         raise
     write_json(output_dir / SUMMARY_FILE, summary)
     return summary
-
-
-def _export(output_dir: Path, summary: dict[str, Any]) -> str:
-    """``export=true``: the tested model as a Hugging Face folder ``<run dir>/hf`` (see ``sdbert.export``)."""
-    from sdbert.export import export_trained
-    from sdbert.paths import EXPORT_DIR
-    from sdbert.trained import load_trained
-
-    trained = load_trained(output_dir, checkpoint="last" if summary["tested_checkpoint"] == "last" else "best")
-    trained.summary = summary
-    out = export_trained(trained, output_dir / EXPORT_DIR)
-    log.info("exported the tested model to %s", out)
-    return str(out)
 
 
 def _fit_and_test(
@@ -134,10 +136,10 @@ def _fit_and_test(
     return summary
 
 
-def main_job(cfg: DictConfig) -> dict[str, Any] | None:
+def main_job(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any] | None:
     """Entry for ``train.py``: one clear line on bad input; in a multirun the sweep goes on."""
     try:
-        summary = train(cfg)
+        summary = train(cfg, hooks)
     except SdbertError as err:
         loggers.finish_any_active_run(exit_code=1)
         output_dir = Path(cfg.paths.output_dir)

@@ -8,17 +8,18 @@ from the run's ``.hydra/config.yaml``.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sdbert import factory
 from sdbert.errors import SdbertError
 from sdbert.module import STRATEGY_STATE_KEY, SelfDistillationModule
-from sdbert.paths import CHECKPOINT_DIR, CONFIG_FILE
+from sdbert.paths import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
 
 
 class TrainedModelError(SdbertError, ValueError):
@@ -79,21 +80,57 @@ def _run_and_checkpoint(source: Path) -> tuple[Path, Path | None]:
     raise TrainedModelError(f"{source} does not exist; pass a run directory (logs/train/runs/<time>) or a checkpoint")
 
 
+def _run_config(run_dir: Path) -> DictConfig:
+    """The run's config, resolved, with ``paths.output_dir`` pointing at where the run now lies."""
+    config_file = run_dir / CONFIG_FILE
+    if not config_file.is_file():
+        raise TrainedModelError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass a train.py output "
+                                "directory (logs/train/runs/<time>)")
+    cfg = OmegaConf.load(config_file)
+    if not isinstance(cfg, DictConfig):
+        raise TrainedModelError(f"{config_file} holds no mapping; it is not a config train.py wrote")
+    with open_dict(cfg):
+        if "paths" in cfg:
+            cfg.paths.output_dir = str(run_dir)
+        for key in ("hydra", "logger", "callbacks"):  # where it logged does not matter here
+            cfg.pop(key, None)
+    try:
+        OmegaConf.resolve(cfg)
+    except Exception as err:
+        raise TrainedModelError(f"{config_file} does not resolve ({str(err).splitlines()[0]})") from None
+    return cfg
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def _checkpoint(run_dir: Path, summary: dict[str, Any], cfg: DictConfig, which: str) -> Path:
+    """``tested`` (the weights the test saw: best or last), ``best`` or ``last``."""
+    if which not in ("tested", "best", "last"):
+        raise TrainedModelError(f"checkpoint must be 'tested', 'best' or 'last' (got {which!r})")
+    if which == "tested":
+        tested = str(summary.get("tested_checkpoint") or cfg.get("test_ckpt") or "best")
+        which = "last" if tested == "last" else "best"
+    path = run_dir / CHECKPOINT_DIR / f"{which}.ckpt"
+    if not path.is_file():
+        raise TrainedModelError(f"run {run_dir} has no {CHECKPOINT_DIR}/{which}.ckpt (did it finish training?)")
+    return path
+
+
 def load_trained(source: str | os.PathLike[str], checkpoint: str = "tested", device: Any = "cpu") -> Trained:
     """The trained module of a run directory (its ``checkpoint``: tested, best or last) or of a checkpoint file,
     on ``device``. The strategy's state (SE's average, SDA's teacher) is placed there too: do not move the
     module afterwards (a strategy set up on another device starts afresh)."""
     import torch
 
-    from sdbert.analysis.rundirs import RunDirError, load_run
-
     run_dir, ckpt = _run_and_checkpoint(Path(source))
-    try:
-        run = load_run(run_dir)
-        ckpt = ckpt or run.checkpoint(checkpoint)
-        cfg = OmegaConf.create(run.resolved)
-    except RunDirError as err:
-        raise TrainedModelError(str(err)) from None
+    cfg = _run_config(run_dir)
+    summary = _summary(run_dir)
+    ckpt = ckpt or _checkpoint(run_dir, summary, cfg, checkpoint)
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
     except Exception as err:
@@ -104,7 +141,6 @@ def load_trained(source: str | os.PathLike[str], checkpoint: str = "tested", dev
             f"{ckpt} is not an sdbert checkpoint (no 'state_dict' and '{STRATEGY_STATE_KEY}'); pass a checkpoint "
             "written by train.py (<run>/checkpoints/best.ckpt or last.ckpt)"
         )
-    assert isinstance(cfg, DictConfig)
     module = factory.build_module(cfg, factory.build_strategy(cfg))
     try:
         module.load_state_dict(state["state_dict"])
@@ -115,4 +151,4 @@ def load_trained(source: str | os.PathLike[str], checkpoint: str = "tested", dev
     module.to(device)
     module.strategy.setup(module.model)
     module.eval()
-    return Trained(cfg=cfg, module=module, run_dir=run_dir, checkpoint=Path(ckpt), summary=dict(run.metrics))
+    return Trained(cfg=cfg, module=module, run_dir=run_dir, checkpoint=Path(ckpt), summary=summary)

@@ -55,7 +55,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return _make
 
 
-def train_run(out: Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
+def train_run(out: Path, overrides: list[str] | tuple[str, ...] = (), hooks: object = None) -> Path:
     """Train a FAST run (``overrides`` replace FAST's entries for the same keys) into ``out`` and return it:
     a run directory as train.py leaves it (``.hydra/config.yaml``, checkpoints, predictions, metrics.json)."""
     from omegaconf import OmegaConf
@@ -67,7 +67,7 @@ def train_run(out: Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
     cfg = compose_train(out, [*(o for o in FAST if o.split("=", 1)[0] not in keys), *overrides])
     (out / CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / CONFIG_FILE)
-    train(cfg)
+    train(cfg, hooks)  # type: ignore[arg-type]
     return out
 
 
@@ -98,3 +98,31 @@ def write_nli_dir(folder: Path, n_train: int = 24, n_test: int = 12) -> Path:
             rows.append({"premise": premise, "hypothesis": f"Someone {actions[(i + i // 3) % 4]}.", "label": i % 3})
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
+
+
+#: the shared multirun: 2 strategies x 2 seeds, tiny random-init model, a few BBC News articles, 2 epochs,
+#: the test set after every epoch (Fig. 5), tested with the last weights
+TINY_SWEEP_ARGS = [
+    "model=tiny", "dataset=bbc_news", "dataset.train_per_class=4", "dataset.eval_size=16", "dataset.max_length=32",
+    "dataset.batch_size=4", "dataset.eval_batch_size=16", "trainer.max_epochs=2", "trainer.accelerator=cpu",
+    "logger=csv", "callbacks=with_epoch_test", "callbacks.epoch_test.extras=true", "test_ckpt=last",
+    "strategy=base,sda", "seed=1,2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """``train.py -m`` over :data:`TINY_SWEEP_ARGS`, run once per session (stdin closed, as from a
+    terminal-less job); its sweep directory. Shared by the ensemble, report and significance tests."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path_factory.mktemp("multirun") / "sweep"
+    # one thread: on 2 shared cores, OpenMP's spinning threads make tiny models 10-20x slower
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", *TINY_SWEEP_ARGS, f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return sweep

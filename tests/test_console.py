@@ -16,7 +16,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 def test_each_line_once_no_tip_and_plain_progress_when_not_a_terminal(tmp_path):
     fast = [o for o in FAST if not o.startswith("dataset.train_per_class=")]
     cmd = [sys.executable, "train.py", *fast, "dataset.train_per_class=8", f"hydra.run.dir={tmp_path / 'run'}",
-           "callbacks.progress_bar.every_n_seconds=0.001"]
+           "callbacks.progress_bar.every_n_seconds=0.001", "export=true"]
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)  # stdout: a pipe
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (proc.stdout + proc.stderr).splitlines()
@@ -30,6 +30,7 @@ def test_each_line_once_no_tip_and_plain_progress_when_not_a_terminal(tmp_path):
     assert len(progress) >= 2 and any("ETA" in line for line in progress)
     assert any("validated · val/acc" in line for line in lines)
     assert "━" not in proc.stdout  # no rich bar drawn into a pipe
+    assert (tmp_path / "run" / "hf" / "model.safetensors").is_file()  # train.py wires export=true
 
 
 def test_help_teaches_keys_groups_and_examples():

@@ -1,16 +1,13 @@
 """VOTE and AVG (paper §3.1) on a real multirun: shapes, agreement with a direct computation, refusals.
 
 The multirun (``train.py -m``, 2 strategies x 2 seeds, tiny random-init model, a few BBC News articles)
-runs once per session and is shared with tests/test_report.py.
+is the session fixture ``tiny_sweep`` (tests/conftest.py), shared with the report tests.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,30 +18,6 @@ from sdbert.analysis.ensemble import EnsembleError, check_members, main, vote
 from sdbert.analysis.rundirs import find_runs, load_run
 from sdbert.config import instantiate
 from sdbert.module import NON_INPUTS
-from tests.conftest import ROOT
-
-SWEEP_ARGS = [
-    "model=tiny", "dataset=bbc_news", "dataset.train_per_class=4", "dataset.eval_size=16", "dataset.max_length=32",
-    "dataset.batch_size=4", "dataset.eval_batch_size=16", "trainer.max_epochs=2", "trainer.accelerator=cpu",
-    "logger=csv", "callbacks=with_epoch_test", "callbacks.epoch_test.extras=true", "test_ckpt=last",
-    "strategy=base,sda", "seed=1,2",
-]
-_CACHE: dict[str, Path] = {}
-
-
-def tiny_multirun(root: Path) -> Path:
-    """Run the sweep once per session (stdin closed, as from a terminal-less job); return its directory."""
-    if "sweep" not in _CACHE:
-        sweep = root / "sweep"
-        # one thread: on 2 shared cores, OpenMP's spinning threads make tiny models 10-20x slower
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(
-            [sys.executable, "train.py", "-m", *SWEEP_ARGS, f"hydra.sweep.dir={sweep}"],
-            cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env,
-        )
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-        _CACHE["sweep"] = sweep
-    return _CACHE["sweep"]
 
 
 def copy_run(src: Path, dst: Path, **config_changes) -> Path:
@@ -59,12 +32,7 @@ def copy_run(src: Path, dst: Path, **config_changes) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sweep(tmp_path_factory) -> Path:
-    return tiny_multirun(tmp_path_factory.mktemp("multirun"))
-
-
-@pytest.fixture(scope="session")
-def ensemble_out(sweep, tmp_path_factory):
+def ensemble_out(tiny_sweep, tmp_path_factory):
     """The documented command on the sweep directory: ``python -m sdbert.analysis.ensemble <sweep> --out <dir>``."""
     import contextlib
     import io
@@ -72,7 +40,7 @@ def ensemble_out(sweep, tmp_path_factory):
     out = tmp_path_factory.mktemp("ensemble")
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        assert main([str(sweep), "--out", str(out)]) == 0
+        assert main([str(tiny_sweep), "--out", str(out)]) == 0
     return out, stdout.getvalue()
 
 
@@ -81,8 +49,8 @@ def _base_runs(sweep: Path):
     return sorted(runs, key=lambda r: r.seed)
 
 
-def test_multirun_completes(sweep):
-    found = find_runs([sweep])
+def test_multirun_completes(tiny_sweep):
+    found = find_runs([tiny_sweep])
     assert len(found.runs) == 4 and all(r.ok for r in found.runs)
     assert sorted((r.strategy, r.seed) for r in found.runs) == [("base", 1), ("base", 2), ("sda", 1), ("sda", 2)]
     assert found.missing_jobs() == [] and len(found.sweeps) == 1 and found.sweeps[0].jobs is not None
@@ -100,9 +68,9 @@ def test_multirun_completes(sweep):
                     run.metrics["test"]["test/teacher/err"], abs=1e-4)
 
 
-def test_vote_is_the_argmax_of_summed_probabilities(sweep, ensemble_out):
+def test_vote_is_the_argmax_of_summed_probabilities(tiny_sweep, ensemble_out):
     out, _ = ensemble_out
-    runs = _base_runs(sweep)
+    runs = _base_runs(tiny_sweep)
     saved = [torch.load(r.path / "predictions" / "test.pt") for r in runs]
     total = saved[0]["probs"].double() + saved[1]["probs"].double()
     labels = saved[0]["labels"]
@@ -121,10 +89,10 @@ def test_vote_is_the_argmax_of_summed_probabilities(sweep, ensemble_out):
     assert summary["test"]["test"]["members/acc"] == [r.metrics["test"]["test/acc"] for r in runs]
 
 
-def test_avg_is_one_model_with_the_mean_parameters(sweep, ensemble_out):
+def test_avg_is_one_model_with_the_mean_parameters(tiny_sweep, ensemble_out):
     """Brute force: average the checkpoints' state dicts by hand, load, run the test set, compare logits."""
     out, _ = ensemble_out
-    runs = _base_runs(sweep)
+    runs = _base_runs(tiny_sweep)
     states = [torch.load(r.checkpoint(), map_location="cpu", weights_only=False)["state_dict"] for r in runs]
     mean = {k[len("model."):]: (states[0][k] + states[1][k]) / 2 for k in states[0] if k.startswith("model.")}
     assert not torch.allclose(mean["classifier.weight"], states[0]["model.classifier.weight"])
@@ -166,8 +134,8 @@ def test_cli_says_what_it_used(ensemble_out):
         ({"optim.head_lr": 0.5}, "differ in optim.head_lr"),
     ],
 )
-def test_mismatched_runs_are_refused_in_one_line(sweep, tmp_path, capsys, change, match):
-    base = _base_runs(sweep)
+def test_mismatched_runs_are_refused_in_one_line(tiny_sweep, tmp_path, capsys, change, match):
+    base = _base_runs(tiny_sweep)
     other = load_run(copy_run(base[1].path, tmp_path / "other", **change))
     with pytest.raises(EnsembleError, match=match) as info:
         check_members([base[0], other])
@@ -177,8 +145,8 @@ def test_mismatched_runs_are_refused_in_one_line(sweep, tmp_path, capsys, change
     assert len(err) == 1 and err[0].startswith("sdbert-ensemble: error:") and "--per-group" in err[0]
 
 
-def test_other_refusals(sweep, tmp_path, capsys):
-    runs = {(r.strategy, r.seed): r for r in find_runs([sweep]).runs}
+def test_other_refusals(tiny_sweep, tmp_path, capsys):
+    runs = {(r.strategy, r.seed): r for r in find_runs([tiny_sweep]).runs}
     with pytest.raises(EnsembleError, match="differ in method: BASE"):
         check_members([runs["base", 1], runs["sda", 2]])
     with pytest.raises(EnsembleError, match="at least 2 runs"):

@@ -119,8 +119,11 @@ def test_heads_without_a_huggingface_equivalent_are_refused(make_cfg):
         to_huggingface(other)
 
 
-def test_export_switch_writes_the_tested_model_after_testing(tiny_run):
-    run = tiny_run("strategy=se", "export=true")
+def test_export_switch_writes_the_tested_model_after_testing(tmp_path):
+    from sdbert.export import ExportAfterTest
+    from tests.conftest import train_run
+
+    run = train_run(tmp_path / "run", ["strategy=se", "export=true"], hooks=ExportAfterTest())
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "ok" and summary["export"] == str(run / "hf")
     texts, saved = _test_texts(run)
@@ -129,8 +132,20 @@ def test_export_switch_writes_the_tested_model_after_testing(tiny_run):
 
 
 def test_export_switch_refuses_before_training(make_cfg, tmp_path):
+    from sdbert.export import ExportAfterTest
     from sdbert.run import build
 
     with pytest.raises(ExportError, match=r"model\.pooling=cls"):
-        build(make_cfg("export=true", "model.pooling=cls"))
+        build(make_cfg("export=true", "model.pooling=cls"), ExportAfterTest())
     assert not (tmp_path / "run" / "checkpoints").exists()
+    with pytest.raises(ExportError, match="MPNet"):  # the architecture's HF head is another one
+        build(make_cfg("export=true", "model.name_or_path=" + str(_tiny_mpnet(tmp_path))), ExportAfterTest())
+
+
+def _tiny_mpnet(tmp_path: Path) -> Path:
+    from transformers import MPNetConfig
+
+    folder = tmp_path / "mpnet"
+    MPNetConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                vocab_size=100).save_pretrained(folder)
+    return folder

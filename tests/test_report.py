@@ -17,14 +17,13 @@ from omegaconf import OmegaConf
 
 from sdbert import paper
 from sdbert.analysis.report import main, paper_errors, relative_error_change, write_report
-from sdbert.analysis.rundirs import load_run
+from sdbert.analysis.rundirs import RunDirError, expand_sweep, load_run
 from sdbert.callbacks import EpochTestEvaluation
 from sdbert.module import SelfDistillationModule
 from sdbert.paper import default_teacher_size
 from sdbert.strategies import SelfDistillationAveraged
 from tests.conftest import CONF, compose_train
 from tests.helpers import loader, tiny_bert_classifier
-from tests.test_ensemble import tiny_multirun
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -142,16 +141,11 @@ def test_results_table_has_the_papers_layout(table3_runs, tmp_path):
 
 # ------------------------------------------------------------------------------------------ real runs
 @pytest.fixture(scope="module")
-def real_sweep(tmp_path_factory) -> Path:
-    return tiny_multirun(tmp_path_factory.mktemp("multirun"))
-
-
-@pytest.fixture(scope="module")
-def damaged_sweep(real_sweep, tmp_path_factory) -> Path:
+def damaged_sweep(tiny_sweep, tmp_path_factory) -> Path:
     """A copy of the real tiny multirun with one failed run added, two jobs added to multirun.yaml that
     never ran, and an older, failed duplicate of a finished run."""
     copy = tmp_path_factory.mktemp("damaged") / "sweep"
-    shutil.copytree(real_sweep, copy, ignore=shutil.ignore_patterns("checkpoints", "ensemble"))
+    shutil.copytree(tiny_sweep, copy, ignore=shutil.ignore_patterns("checkpoints", "ensemble"))
     failed = copy / "9"
     shutil.copytree(copy / "2", failed)
     OmegaConf.save(OmegaConf.merge(OmegaConf.load(failed / ".hydra/config.yaml"), {"seed": 7}),
@@ -197,16 +191,27 @@ def test_report_on_real_runs_names_what_is_missing(damaged_sweep, tmp_path):
     assert "Not drawn: no SDA/SDV runs that differ only in λ" in md
 
 
-def test_report_reads_ensemble_json(real_sweep, tmp_path):
+def test_report_reads_ensemble_json(tiny_sweep, tmp_path):
     from sdbert.analysis.ensemble import main as ensemble_main
 
-    sweep = real_sweep
+    sweep = tiny_sweep
     with contextlib.redirect_stdout(io.StringIO()):
         assert ensemble_main([str(sweep), "--no-avg", "--out", str(tmp_path / "ens")]) == 0
     md = write_report([sweep, tmp_path / "ens"], tmp_path / "out")[0].read_text()
     saved = json.loads((tmp_path / "ens" / "ensemble.json").read_text())["test"]["test"]["vote/acc"]
     body = {r[0]: r for r in _table(md, "### embedded:all-minilm-l6-v2")[2:]}
     assert body["VOTE (K=2)"][1] == f"{100 - saved:.2f}"
+
+
+def test_sweep_jobs_are_expanded_as_hydras_basic_sweeper_does():
+    """The product of each key's values, keys in first-seen order, the last varying fastest; a key given again
+    (the command line over the config's sweeper params) replaces its values in place."""
+    jobs = expand_sweep({"dataset": "imdb,snli", "seed": "1,2"}, ["seed=3", "strategy=base,sda", "+tag=x"])
+    assert jobs == [[f"dataset={d}", "seed=3", f"strategy={s}", "+tag=x"] for d in ("imdb", "snli")
+                    for s in ("base", "sda")]
+    assert expand_sweep(None, ["seed=range(1,4)"]) == [["seed=1"], ["seed=2"], ["seed=3"]]
+    with pytest.raises(RunDirError, match="interval sweep"):
+        expand_sweep({}, ["distill_weight=interval(0,1)"])
 
 
 def test_missing_paths_are_one_line_errors(tmp_path, capsys):

@@ -9,8 +9,8 @@ started can be named too.
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import sdbert  # noqa: F401  (registers the resolvers the saved configs use)
-from sdbert.errors import SdbertError
+from sdbert.errors import ConfigError, SdbertError
 from sdbert.paths import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -32,7 +32,7 @@ from sdbert.paths import (
     SUMMARY_FILE,
     SWEEP_FILE,
 )
-from sdbert.strategies.interface import REPORTED, metric_key
+from sdbert.strategies.interface import REPORTED, metric_key, parse_teacher_size
 
 #: Config keys that do not change what a run computes (where it writes, how it logs) or that index
 #: repetitions (the seeds). Runs equal on every other key are repetitions of one setup.
@@ -71,10 +71,11 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: value}
 
 
-def _plain(node: Any, resolve: bool) -> Any:
-    if OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=resolve)
-    return node._dereference_node()._value() if resolve else node._value()
+def _resolved_value(cfg: DictConfig, key: str) -> Any:
+    """``cfg[key]`` with its interpolations resolved, as plain Python (dicts, lists, scalars); raises when one
+    does not resolve."""
+    value = cfg[key]
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _ignored(key: str) -> bool:
@@ -128,23 +129,24 @@ class Run:
                 cfg.paths.output_dir = str(self.path)
             for key in ("hydra", "logger", "callbacks"):  # where they log does not matter here
                 cfg.pop(key, None)
+        unresolved = OmegaConf.to_container(cfg, resolve=False)
+        assert isinstance(unresolved, dict)
         out: dict[str, Any] = {}
         for key in cfg:
-            node = cfg._get_node(key)
             try:
-                out[str(key)] = _plain(node, resolve=True)
+                out[str(key)] = _resolved_value(cfg, str(key))
             except Exception as err:  # e.g. a resolver of a newer sdbert: keep the text, unless it is essential
                 if key in ("dataset", "model", "strategy", "seed", "data_seed", "teacher_size", "distill_weight"):
                     reason = str(err).splitlines()[0]
                     raise RunDirError(f"run {self.path}: '{key}' in its {CONFIG_FILE} does not resolve ({reason})") \
                         from None
-                out[str(key)] = _plain(node, resolve=False)
+                out[str(key)] = unresolved[key]
         return out
 
     @cached_property
     def identity(self) -> dict[str, Any]:
         """Every config value that shapes the result, flattened (``dataset.max_length`` ...), seeds excluded."""
-        flat = _flatten({k: v for k, v in self.resolved.items()})
+        flat = _flatten(self.resolved)
         return {k: v for k, v in sorted(flat.items()) if not _ignored(k)}
 
     @cached_property
@@ -191,8 +193,11 @@ class Run:
         strat = self.resolved["strategy"]
         out: dict[str, Any] = {"strategy": strategy_name(str(strat["_target_"]))}
         if "teacher_size" in strat:
-            k = strat["teacher_size"]
-            out["teacher_size"] = "all" if str(k).lower() in ("all", "t-1") else k
+            try:
+                k = parse_teacher_size(strat["teacher_size"])
+                out["teacher_size"] = "all" if k is None else k  # as the strategy itself describes it
+            except ConfigError:  # the run failed on it: show it as given
+                out["teacher_size"] = strat["teacher_size"]
             out["distill_weight"] = float(strat.get("distill_weight", 1.0))
             out["teacher_dropout"] = bool(strat.get("teacher_dropout", True))
         return out
@@ -262,40 +267,16 @@ def method_label(method: dict[str, Any]) -> str:
     return f"{name} ({', '.join(parts)})" if parts else name
 
 
-@functools.cache
-def _yaml_loader() -> Any:
-    """OmegaConf's YAML rules (floats like 1e-3, no timestamps) on libyaml's C parser when there is one:
-    a report reads hundreds of configs."""
-    import yaml
-    from omegaconf._utils import get_yaml_loader
-
-    reference = get_yaml_loader()
-    if not getattr(yaml, "__with_libyaml__", False):
-        return reference
-
-    class Loader(yaml.CSafeLoader):
-        pass
-
-    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in reference.yaml_implicit_resolvers.items()}
-    return Loader
-
-
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    with path.open(encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=_yaml_loader())  # a SafeLoader
-
-
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Read one run directory (raises :class:`RunDirError` when it is not one)."""
     path = Path(path)
     config_file = path / CONFIG_FILE
     if not config_file.is_file():
         raise RunDirError(f"{path} is not a run directory (no {CONFIG_FILE}); pass train.py output directories")
-    config = OmegaConf.create(_read_yaml(config_file))
-    assert isinstance(config, DictConfig)
-    overrides = _read_yaml(path / OVERRIDES_FILE) if (path / OVERRIDES_FILE).is_file() else []
+    config = OmegaConf.load(config_file)
+    if not isinstance(config, DictConfig):
+        raise RunDirError(f"{config_file} holds no mapping; it is not a config train.py wrote")
+    overrides = OmegaConf.load(path / OVERRIDES_FILE) if (path / OVERRIDES_FILE).is_file() else []
     metrics: dict[str, Any] = {}
     status = "incomplete"
     summary = path / SUMMARY_FILE
@@ -306,7 +287,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
         except json.JSONDecodeError as err:
             metrics = {"status": "failed", "error": f"unreadable {SUMMARY_FILE} ({err})"}
             status = "failed"
-    return Run(path=path, status=status, config=config, metrics=metrics, overrides=[str(o) for o in overrides or []])
+    return Run(path=path, status=status, config=config, metrics=metrics, overrides=[str(o) for o in overrides])
 
 
 @dataclass
@@ -331,15 +312,23 @@ class Sweep:
 def expand_sweep(params: dict[str, Any] | None, task_overrides: Sequence[str]) -> list[list[str]]:
     """The job override lists Hydra's basic sweeper makes of ``hydra.sweeper.params`` plus the command line.
 
-    Job ``i`` is the ``i``-th list (the job number). A key given on the command line replaces the same
-    key of the config's sweeper params, as in Hydra.
+    Job ``i`` is the ``i``-th list (the job number): the product of each key's values, in the order the
+    keys first appear, the last key varying fastest. A key given again (on the command line) replaces the
+    earlier values of that key in its place, as in Hydra.
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args = [f"{k}={v}" for k, v in (params or {}).items()] + list(task_overrides)
-    parsed = OverridesParser.create().parse_overrides(args)
-    return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(args):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise RunDirError(f"'{override.input_line}' is an interval sweep, which Hydra's basic sweeper cannot run")
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def load_sweep(path: Path) -> Sweep:
@@ -362,10 +351,6 @@ class Collection:
     sweeps: list[Sweep]
     #: ``ensemble.json`` files written by ``python -m sdbert.analysis.ensemble``
     ensembles: list[Path] = field(default_factory=list)
-
-    @property
-    def ok_runs(self) -> list[Run]:
-        return [r for r in self.runs if r.ok]
 
     def missing_jobs(self) -> list[tuple[Sweep, int, list[str]]]:
         """Jobs a sweep was to run that have no run directory at all (never started), by job number."""

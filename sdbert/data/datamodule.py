@@ -189,7 +189,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         """Download (hub) or materialise (embedded) the raw data, once per node.
 
         The loaded splits are kept, so a single-process ``setup`` does not ask the hub again (an
-        unreachable hub costs ~25 s per attempt); other processes load them in ``setup``.
+        unreachable hub is slow to give up); other processes load them in ``setup``.
         """
         self._raw_dict()
 

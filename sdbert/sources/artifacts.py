@@ -276,11 +276,6 @@ def read_member(archive: Path, member: str) -> bytes:
     raise SourceError(f"archive {archive} has no member '{member}'; is it the right artifact?")
 
 
-def list_members(archive: Path, prefix: str = "") -> list[str]:
-    """Names of the regular files in an archive under ``prefix`` (for directory-shaped data)."""
-    return [name for name, is_file, _ in _iter_members(Path(archive)) if is_file and name.startswith(prefix)]
-
-
 def read_members(archive: Path, prefix: str) -> dict[str, bytes]:
     """All regular files under ``prefix`` as ``{member name: bytes}``, opening the archive once.
 
