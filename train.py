@@ -1,23 +1,41 @@
-"""Fine-tune a BERT-family encoder with sdbert: ``python train.py strategy=sdv teacher_size=5 dataset=imdb``."""
+"""Fine-tune a BERT-family encoder with sdbert: ``python train.py strategy=sdv teacher_size=5 dataset=imdb``.
+
+``python train.py --help`` explains the main keys and groups (conf/hydra/help/sdbert.yaml).
+"""
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
 import sdbert  # noqa: F401  (registers the config resolvers)
+from sdbert.errors import SdbertError
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Run one job; returns the reported test accuracy (used by Hydra sweepers)."""
+    """Run one job; returns ``cfg.optimized_metric`` (default: the best validation accuracy) for Hydra's
+    sweepers (``hparams_search=…``), or None when the job failed with a one-line error in a multirun."""
+    from sdbert.console import quiet_console
     from sdbert.run import main_job
+    from sdbert.search import objective
 
-    summary = main_job(cfg)
+    hooks = None
+    if cfg.get("export", False):
+        from sdbert.export import ExportAfterTest
+
+        hooks = ExportAfterTest()
+    quiet_console()
+    summary = main_job(cfg, hooks)
     if summary is None:
         return None
-    accs = [v for k, v in summary["test"].items() if k.endswith("/acc") and k.count("/") == 1]
-    return sum(accs) / len(accs) if accs else None
+    try:
+        return objective(summary, str(cfg.get("optimized_metric") or "val/acc_best"))
+    except SdbertError as err:  # the run itself is fine; only a sweeper needs the value
+        print(f"sdbert: warning: no objective for a sweeper: {err}", file=sys.stderr)
+        return None
 
 
 if __name__ == "__main__":

@@ -3,15 +3,19 @@ throughput and learning rates, and the progress bar factory (the rest come from 
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 
 from sdbert.errors import ConfigError, TrainingDiverged
+
+log = logging.getLogger("sdbert")
 
 
 class DivergenceGuard(L.Callback):
@@ -146,19 +150,109 @@ class Throughput(L.Callback):
         self._start, self._samples, self._step = now, 0, trainer.global_step
 
 
+def _duration(seconds: float) -> str:
+    s = max(round(seconds), 0)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class PlainProgress(ProgressBar):
+    """Progress for logs that are not a terminal (a log file, a cluster job): one plain line every
+    ``every_n_seconds`` of training, e.g. ``epoch 1/3 · step 120/282 · train/loss 0.612 · 41.3 samples/s ·
+    ETA 3m12s``, and one line per validation (``val/acc``), through the ``sdbert`` logger.
+
+    The step is the optimizer step (time step t) out of ``trainer.estimated_stepping_batches``; the ETA
+    extrapolates the training time per optimizer step so far (validation passes excluded).
+    """
+
+    def __init__(self, every_n_seconds: float = 30.0) -> None:
+        super().__init__()
+        if not every_n_seconds > 0:
+            raise ConfigError(f"callbacks.progress_bar.every_n_seconds must be > 0 (got {every_n_seconds})")
+        self.every_n_seconds = float(every_n_seconds)
+        self._enabled = True
+        self._start: float | None = None
+        self._start_step = 0
+        self._last = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    def _emit(self, line: str) -> None:
+        if logging.getLogger().hasHandlers():
+            log.info(line)
+        else:  # no logging configured (not under train.py): still visible
+            print(line, flush=True)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = self._last = time.monotonic()
+        self._start_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.monotonic()
+        if not self._enabled or self._start is None or now - self._last < self.every_n_seconds:
+            return
+        self._last = now
+        self._emit(self.line(trainer, pl_module, now))
+
+    def line(self, trainer: L.Trainer, pl_module: L.LightningModule, now: float) -> str:
+        total = int(trainer.estimated_stepping_batches)
+        step = trainer.global_step
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {step}/{total}"]
+        metrics = self.get_metrics(trainer, pl_module)
+        for key, fmt in (("train/loss", "train/loss {:.4f}"), ("perf/samples_per_s", "{:.1f} samples/s")):
+            if key in metrics:
+                parts.append(fmt.format(float(metrics[key])))
+        done = step - self._start_step
+        if done > 0 and self._start is not None and total > step:
+            parts.append(f"ETA {_duration((now - self._start) / done * (total - step))}")
+        return " · ".join(parts)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._enabled or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        values = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and k.count("/") == 1}
+        shown = " · ".join(f"{k} {v:.2f}" for k, v in sorted(values.items()) if not k.endswith("/err"))
+        self._emit(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} validated · {shown}")
+
+
+def stdout_is_terminal() -> bool:
+    """Whether the console is interactive (a live bar) or a log file / pipe (plain lines)."""
+    return sys.stdout.isatty()
+
+
 def progress_bar(
-    kind: str = "rich", refresh_rate: int = 1, leave: bool = True, enabled: bool = True
+    kind: str = "rich",
+    refresh_rate: int = 1,
+    leave: bool = True,
+    enabled: bool = True,
+    not_a_terminal: str | None = "plain",
+    every_n_seconds: float = 30.0,
 ) -> L.Callback | None:
     """The progress bar (live ``train/loss``, ``perf/samples_per_s``, ``val/acc``), or None when disabled.
 
-    ``rich`` prints only its final state when the output is not a terminal (clean log files); ``tqdm``
-    is the classic bar. ``enabled`` follows ``trainer.enable_progress_bar``: Lightning refuses a progress
-    bar callback when that is false, so none is made.
+    ``kind`` is the bar on a terminal: ``rich`` or the classic ``tqdm``. When stdout is not a terminal
+    and ``not_a_terminal='plain'``, a :class:`PlainProgress` line every ``every_n_seconds`` replaces it
+    (``not_a_terminal=null`` keeps ``kind``: rich then prints only its final state). ``enabled`` follows
+    ``trainer.enable_progress_bar``: Lightning refuses a progress bar callback when that is false.
     """
     if not enabled:
         return None
     from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
+    if not_a_terminal not in (None, "plain"):
+        raise ConfigError(f"callbacks.progress_bar.not_a_terminal={not_a_terminal!r}: use plain or null")
+    if not_a_terminal == "plain" and not stdout_is_terminal():
+        return PlainProgress(every_n_seconds=every_n_seconds)
     if kind == "rich":
         return RichProgressBar(refresh_rate=refresh_rate, leave=leave)
     if kind == "tqdm":

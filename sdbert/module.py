@@ -15,7 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sdbert.classifier import SequenceClassifier
 from sdbert.errors import ConfigError
@@ -23,7 +23,10 @@ from sdbert.io import save_torch
 from sdbert.strategies import REPORTED, TeacherStrategy, metric_key
 
 STRATEGY_STATE_KEY = "sdbert_strategy"
-
+#: batch keys that are not model inputs: the label ids and each example's row in its raw split
+NON_INPUTS = ("labels", "row")
+#: the metrics logged for every evaluated model (percent): ``val/acc``, ``val/f1`` (macro-F1), ...
+EVAL_METRICS = ("acc", "f1")
 
 
 class SelfDistillationModule(L.LightningModule):
@@ -65,9 +68,14 @@ class SelfDistillationModule(L.LightningModule):
         n = len(self.label_names)
         self.metrics = nn.ModuleDict(
             {
-                self._metric_id(stage, name): MulticlassAccuracy(num_classes=n, average="micro")
+                self._metric_id(stage, name, metric): (
+                    MulticlassAccuracy(num_classes=n, average="micro")
+                    if metric == "acc"
+                    else MulticlassF1Score(num_classes=n, average="macro")
+                )
                 for stage in ["val", *self.test_names]
                 for name in strategy.eval_names
+                for metric in EVAL_METRICS
             }
         )
         self._predictions: dict[str, list[Tensor]] = {}
@@ -76,12 +84,12 @@ class SelfDistillationModule(L.LightningModule):
         self._step_batches = 0
 
     @staticmethod
-    def _metric_id(stage: str, name: str) -> str:
-        return f"{stage}__{name}"
+    def _metric_id(stage: str, name: str, metric: str) -> str:
+        return f"{stage}__{name}__{metric}"
 
     @staticmethod
     def _split(batch: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = {k: v for k, v in batch.items() if k not in NON_INPUTS}
         return inputs, batch["labels"]
 
     def forward(self, **inputs: Tensor) -> Tensor:
@@ -180,20 +188,26 @@ class SelfDistillationModule(L.LightningModule):
     def _eval_step(self, stage: str, batch: Mapping[str, Tensor]) -> None:
         logits, labels = self.eval_batch(batch, extras=stage == "val" or self.test_extras)
         for name, value in logits.items():
-            self.metrics[self._metric_id(stage, name)].update(value.float(), labels)
+            for metric in EVAL_METRICS:
+                self.metrics[self._metric_id(stage, name, metric)].update(value.float(), labels)
         if stage != "val" and self.prediction_dir is not None:
             self._predictions.setdefault(stage, []).append(torch.softmax(logits[REPORTED].float(), -1).cpu())
             self._predictions.setdefault(f"{stage}__labels", []).append(labels.cpu())
+            if "row" in batch:
+                self._predictions.setdefault(f"{stage}__rows", []).append(batch["row"].cpu())
 
     def _log_stage(self, stage: str) -> None:
         for name in self.strategy.eval_names:
-            metric = self.metrics[self._metric_id(stage, name)]
-            if not metric.update_called:
+            acc_metric = self.metrics[self._metric_id(stage, name, "acc")]
+            if not acc_metric.update_called:
                 continue
-            acc = metric.compute() * 100.0
+            acc = acc_metric.compute() * 100.0
             self.log(metric_key(stage, name, "acc"), acc, prog_bar=name == REPORTED, add_dataloader_idx=False)
             self.log(metric_key(stage, name, "err"), 100.0 - acc, add_dataloader_idx=False)
-            metric.reset()
+            f1_metric = self.metrics[self._metric_id(stage, name, "f1")]
+            self.log(metric_key(stage, name, "f1"), f1_metric.compute() * 100.0, add_dataloader_idx=False)
+            acc_metric.reset()
+            f1_metric.reset()
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -214,17 +228,22 @@ class SelfDistillationModule(L.LightningModule):
                 self._save_predictions(stage)
 
     def _save_predictions(self, stage: str) -> None:
-        """Test-set probabilities of the reported model, for voted ensembles (eq. 2)."""
+        """Test-set probabilities of the reported model, for voted ensembles (eq. 2) and for users.
+
+        In evaluation (length) order; ``rows[i]`` is example i's row index in the raw test split (the
+        dataset's split as loaded: a hub split, a local file's data rows, the embedded copy), so the
+        predictions join back to the user's data.
+        """
         assert self.prediction_dir is not None
         self.prediction_dir.mkdir(parents=True, exist_ok=True)
-        save_torch(
-            self.prediction_dir / f"{stage}.pt",
-            {
-                "probs": torch.cat(self._predictions[stage]),
-                "labels": torch.cat(self._predictions[f"{stage}__labels"]),
-                "label_names": self.label_names,
-            },
-        )
+        out: dict[str, Any] = {
+            "probs": torch.cat(self._predictions[stage]),
+            "labels": torch.cat(self._predictions[f"{stage}__labels"]),
+            "label_names": self.label_names,
+        }
+        if f"{stage}__rows" in self._predictions:
+            out["rows"] = torch.cat(self._predictions[f"{stage}__rows"])
+        save_torch(self.prediction_dir / f"{stage}.pt", out)
 
     # -- optimisation (§4.2) ----------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

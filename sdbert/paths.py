@@ -23,6 +23,8 @@ OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 #: ``<test name>.pt``: the reported model's test-set probabilities and labels
 PREDICTIONS_DIR = "predictions"
 CHECKPOINT_DIR = "checkpoints"
+#: the Hugging Face folder of the tested model (``export=true``; ``python -m sdbert.export``)
+EXPORT_DIR = "hf"
 #: a sweep directory's record of what it was to run
 SWEEP_FILE = "multirun.yaml"
 #: written by ``sdbert-ensemble`` into its output directory

@@ -45,17 +45,36 @@ def _best_epoch(ckpt: Any) -> int | None:
         return None
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, SelfDistillationModule, L.Trainer]:
+class RunHooks:
+    """Extra steps around one run, for tools above this layer (e.g. ``export=true``, :mod:`sdbert.export`).
+
+    ``before`` runs after the strategy is validated and before anything slow: raise a one-line
+    :class:`~sdbert.errors.SdbertError` to refuse the run. ``after_test`` runs after testing, before
+    ``metrics.json`` is written, and may add keys to ``summary``.
+    """
+
+    def before(self, cfg: DictConfig) -> None:
+        pass
+
+    def after_test(self, cfg: DictConfig, summary: dict[str, Any]) -> None:
+        pass
+
+
+def build(
+    cfg: DictConfig, hooks: RunHooks | None = None
+) -> tuple[L.LightningDataModule, SelfDistillationModule, L.Trainer]:
     """Data, module (model + strategy) and trainer (callbacks, loggers) of one run.
 
     Everything that can be checked without data is checked first (sdbert.checks, the run directory, the
-    resume checkpoint), so bad input fails in one line before any data is prepared.
+    resume checkpoint, the hooks), so bad input fails in one line before any data is prepared.
     """
     output_dir = Path(cfg.paths.output_dir)
     check_fresh(output_dir, cfg.get("ckpt_path"))
     output_dir.mkdir(parents=True, exist_ok=True)
     checks.check_config(cfg)
     strategy = factory.build_strategy(cfg)  # validates K and λ before anything slow happens
+    if hooks is not None:
+        hooks.before(cfg)
     if cfg.get("flush_denormal", True):
         # CPU: denormal floats (Adam's second moments, tiny gradients) slow arithmetic down (README "Measured");
         # flushing them to zero changes nothing measurable. A no-op where unsupported.
@@ -70,7 +89,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, SelfDistillationModul
     return datamodule, module, factory.build_trainer(cfg, run_loggers)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     """Fit and test one configuration; write ``metrics.json`` into the run directory and return it.
 
     A W&B run (``logger=wandb``) is finished before this returns or raises, so every Hydra job of a
@@ -80,8 +99,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     trainer: L.Trainer | None = None
     try:
-        datamodule, module, trainer = build(cfg)
+        datamodule, module, trainer = build(cfg, hooks)
         summary = _fit_and_test(cfg, datamodule, module, trainer, start)
+        if hooks is not None:
+            hooks.after_test(cfg, summary)
     except BaseException:
         loggers.finish_failed(trainer.loggers if trainer is not None else [])
         raise
@@ -133,7 +154,7 @@ def _one_line_error(err: Exception, output_dir: Path) -> SdbertError | None:
     return disk_full_error(err, str(output_dir))
 
 
-def main_job(cfg: DictConfig) -> dict[str, Any] | None:
+def main_job(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any] | None:
     """Entry for ``train.py``: one clear line on bad input; in a multirun the sweep goes on.
 
     A failed run leaves ``metrics.json`` with ``"status": "failed"`` and the reason (except when the
@@ -143,7 +164,7 @@ def main_job(cfg: DictConfig) -> dict[str, Any] | None:
     """
     output_dir = Path(cfg.paths.output_dir)
     try:
-        summary = train(cfg)
+        summary = train(cfg, hooks)
     except Exception as err:
         known = _one_line_error(err, output_dir)
         multirun = _in_multirun()

@@ -56,6 +56,51 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return _make
 
 
+def train_run(out: Path, overrides: list[str] | tuple[str, ...] = (), hooks: object = None) -> Path:
+    """Train a FAST run (``overrides`` replace FAST's entries for the same keys) into ``out`` and return it:
+    a run directory as train.py leaves it (``.hydra/config.yaml``, checkpoints, predictions, metrics.json)."""
+    from omegaconf import OmegaConf
+
+    from sdbert.paths import CONFIG_FILE
+    from sdbert.run import train
+
+    keys = {o.split("=", 1)[0] for o in overrides}
+    cfg = compose_train(out, [*(o for o in FAST if o.split("=", 1)[0] not in keys), *overrides])
+    (out / CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / CONFIG_FILE)
+    train(cfg, hooks)  # type: ignore[arg-type]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``tiny_run(*overrides)`` → a finished FAST run directory, trained once per session per overrides."""
+    made: dict[tuple[str, ...], Path] = {}
+
+    def _run(*overrides: str) -> Path:
+        if overrides not in made:
+            made[overrides] = train_run(tmp_path_factory.mktemp("run"), overrides)
+        return made[overrides]
+
+    return _run
+
+
+def write_nli_dir(folder: Path, n_train: int = 24, n_test: int = 12) -> Path:
+    """A local hub-format NLI dataset (premise, hypothesis, label 0..2) for ``dataset=snli dataset.source=…``."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    subjects = ["A man", "Two dogs", "A child", "The woman", "Some people", "A cyclist"]
+    actions = ["runs in a park", "sleeps on a sofa", "plays the guitar", "reads a long book"]
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = []
+        for i in range(n):
+            premise = f"{subjects[i % len(subjects)]} {actions[i % len(actions)]} on day {i}."
+            rows.append({"premise": premise, "hypothesis": f"Someone {actions[(i + i // 3) % 4]}.", "label": i % 3})
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 #: the shared multirun: 2 strategies x 2 seeds, tiny random-init model, a few BBC News articles, 2 epochs,
 #: the test set after every epoch (Fig. 5), tested with the last weights
 TINY_SWEEP_ARGS = [

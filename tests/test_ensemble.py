@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from sdbert.analysis.ensemble import EnsembleError, check_members, main, vote
 from sdbert.analysis.rundirs import find_runs, load_run
 from sdbert.config import instantiate
+from sdbert.module import NON_INPUTS
 
 
 def copy_run(src: Path, dst: Path, **config_changes) -> Path:
@@ -106,7 +107,7 @@ def test_avg_is_one_model_with_the_mean_parameters(tiny_sweep, ensemble_out):
     dm.setup("test")
     with torch.no_grad():
         batches = list(dm.test_dataloader()[0])
-        logits = torch.cat([model(**{k: v for k, v in b.items() if k != "labels"}) for b in batches])
+        logits = torch.cat([model(**{k: v for k, v in b.items() if k not in NON_INPUTS}) for b in batches])
         labels = torch.cat([b["labels"] for b in batches])
     written = torch.load(out / "avg" / "test.pt")
     assert written["probs"].shape == (16, 5)

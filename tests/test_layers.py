@@ -22,8 +22,10 @@ LAYERS: dict[str, int] = {
     "module": 4,
     "callbacks": 5, "loggers": 5,
     "factory": 6, "summary": 6,
-    "run": 7, "sweep": 7,
-    "analysis": 8,
+    "console": 1,
+    "run": 7, "sweep": 7, "trained": 7,
+    "analysis": 8, "export": 8, "predict": 8,
+    "search": 9,
 }
 
 

@@ -347,10 +347,12 @@ def test_throughput_logs_samples_per_second_per_optimizer_step(monkeypatch):
     [([], "RichProgressBar"), (["callbacks.progress_bar.kind=tqdm"], "TQDMProgressBar"),
      (["trainer.enable_progress_bar=false"], None)],
 )
-def test_progress_bar_config(make_cfg, overrides, expected):
+def test_progress_bar_config(make_cfg, overrides, expected, monkeypatch):
     from lightning.pytorch.callbacks import ProgressBar
 
     from sdbert.run import build
+
+    monkeypatch.setattr(sdb_callbacks, "stdout_is_terminal", lambda: True)  # the bar shown on a terminal
 
     _, _, trainer = build(make_cfg(*overrides))
     bars = [type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, ProgressBar)]

@@ -75,4 +75,5 @@ def test_built_classifier_trains_with_dropout_on():
 def test_extra_models_are_validated_but_not_tested_by_default(make_cfg):
     summary = train(make_cfg("strategy=sda", "teacher_size=1"))
     assert "val/teacher/acc" in summary["val"]
-    assert set(summary["test"]) == {"test/acc", "test/err"}
+    assert set(summary["test"]) == {"test/acc", "test/err", "test/f1"}
+    assert "val/teacher/f1" in summary["val"] and 0.0 <= summary["test"]["test/f1"] <= 100.0

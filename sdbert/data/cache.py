@@ -27,7 +27,7 @@ from sdbert.sources.datasets import broken_arrow_file, quiet_datasets
 log = logging.getLogger(__name__)
 
 # Bump when the tokenised layout or the selection logic changes: old caches are then ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: a 'row' column (the example's row index in its raw split)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -113,9 +113,11 @@ def verified(target: Path, rows: int) -> tuple[str | None, Any]:
 def encode(
     raw: Any, selection: Selection, tokenizer: Any, text_fields: Sequence[str], max_length: int, map_file: Path
 ) -> Any:
-    """Tokenise the selected rows (pairs with ``longest_first`` truncation), labels as ids, no padding."""
+    """Tokenise the selected rows (pairs with ``longest_first`` truncation), labels as ids, no padding;
+    ``row`` is each example's row index in the raw split (so predictions join back to the source data)."""
     fields = list(text_fields)
     labels = selection.labels
+    rows = selection.rows
     # Indices in memory: nothing lands in the shared HF cache next to the raw files.
     subset = raw.select(selection.rows, keep_in_memory=True).select_columns(fields)
 
@@ -125,6 +127,7 @@ def encode(
         enc = tokenizer(*texts, truncation=truncation, max_length=max_length, padding=False)
         out = {k: enc[k] for k in MODEL_INPUTS if k in enc}
         out["labels"] = labels[positions].tolist()
+        out["row"] = rows[positions].tolist()
         return out
 
     return subset.map(

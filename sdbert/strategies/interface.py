@@ -118,6 +118,11 @@ class TeacherStrategy:
         """Logits of the evaluated models; ``REPORTED`` always, the others only with ``extras``."""
         return {REPORTED: model(**inputs)}
 
+    def eval_model(self, model: nn.Module, name: str = REPORTED) -> nn.Module | None:
+        """The module whose output is ``eval_logits(...)[name]`` (for export), or None where that model is
+        not one set of weights (SDV's voted teacher) or does not exist. Call after ``setup``."""
+        return model if name == REPORTED else None
+
     # -- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume; before ``setup`` the state loaded from a checkpoint, unchanged."""

@@ -109,6 +109,9 @@ class SelfDistillationAveraged(_SelfDistillation):
         with _mode(self.teacher, False):
             return {REPORTED: model(**inputs), "teacher": self.teacher(**inputs)}
 
+    def eval_model(self, model: nn.Module, name: str = REPORTED) -> nn.Module | None:
+        return {REPORTED: model, "teacher": self.teacher}.get(name)
+
     def _state(self) -> dict[str, Any]:
         assert self.average is not None
         return {"average": self.average.state_dict()}

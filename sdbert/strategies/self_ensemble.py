@@ -42,6 +42,9 @@ class SelfEnsemble(TeacherStrategy):
             out["student"] = model(**inputs)
         return out
 
+    def eval_model(self, model: nn.Module, name: str = REPORTED) -> nn.Module | None:
+        return {REPORTED: self.average_model, "student": model}.get(name)
+
     def _state(self) -> dict[str, Any]:
         assert self.mean is not None
         return {"mean": self.mean.state_dict()}

@@ -1,0 +1,322 @@
+"""Predict with a trained model: ``python -m sdbert.predict MODEL [TEXT ...] [--input FILE]``.
+
+``MODEL`` is a run directory, a checkpoint inside one, or a folder written by ``sdbert.export``. Texts come
+from the arguments, from ``--input`` (``.jsonl``, ``.csv`` or plain text, one example per line) or from
+stdin. Sentence pairs (NLI datasets): JSONL/CSV name both of the dataset's text fields (e.g. ``premise``,
+``hypothesis``; ``text``/``text_pair`` work too), plain text and arguments separate them with a TAB.
+
+Output: one JSON line (or CSV row, ``--format csv``) per valid input, in input order, with ``line`` (the
+input's line number; the argument's number for arguments; CSV: the row's last line), ``label`` (the most
+probable class) and the probability of every class. Inputs are tokenised as in training (the run's
+``max_length``, truncated on the right) and batched by length; the model runs on the GPU when there is one.
+
+Bad rows (an empty text, a missing pair field, bytes that are not UTF-8, invalid JSON) are reported on
+stderr with their line numbers and skipped; the valid rows are still predicted and written, and the exit
+status is 1 at the end. A model that is not sdbert's is refused in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdbert.errors import SdbertError
+from sdbert.strategies import REPORTED
+
+#: the extra metadata ``sdbert.export`` writes beside the Hugging Face files
+EXPORT_META = "sdbert.json"
+#: alternative names of the two pair fields in JSONL/CSV input (Hugging Face's pipeline names)
+PAIR_ALIASES = ("text", "text_pair")
+
+
+class PredictError(SdbertError, ValueError):
+    """The model or the input cannot be used at all (bad rows are reported, not raised)."""
+
+
+@dataclass
+class Example:
+    line: int
+    texts: tuple[str, ...] | None  # None: a bad row
+    error: str | None = None
+
+
+@dataclass
+class Predictor:
+    """What prediction needs: the label names, the text fields, how to tokenise and how to get logits."""
+
+    label_names: list[str]
+    text_fields: list[str]
+    tokenizer: Any
+    max_length: int
+    logits: Callable[[dict[str, Any]], Any]
+    device: Any
+
+    @property
+    def pair(self) -> bool:
+        return len(self.text_fields) == 2
+
+
+# -- the model ----------------------------------------------------------------------------------------
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_predictor(source: str | os.PathLike[str], which: str = REPORTED, checkpoint: str = "tested",
+                   device: str = "auto") -> Predictor:
+    """The predictor of a run directory, a checkpoint or an exported folder."""
+    path = Path(source)
+    dev = _device(device)
+    if path.is_dir() and (path / "config.json").is_file() and not (path / ".hydra").is_dir():
+        return _exported(path, which, dev)
+    from sdbert.sources.models import load_tokenizer
+    from sdbert.trained import load_trained
+
+    trained = load_trained(path, checkpoint, device=dev)
+    module = trained.module
+    strategy = module.strategy
+    if which not in strategy.eval_names:
+        raise PredictError(f"strategy {strategy.name} has no model '{which}' (it evaluates: "
+                           f"{', '.join(strategy.eval_names)})")
+    tokenizer = load_tokenizer(str(trained.cfg.model.name_or_path))
+    tokenizer.truncation_side = "right"  # as in training: keep the head of long texts
+
+    def logits(inputs: dict[str, Any]) -> Any:
+        return strategy.eval_logits(module.model, inputs, extras=which != REPORTED)[which]
+
+    return Predictor(trained.label_names, trained.text_fields, tokenizer, trained.max_length, logits, dev)
+
+
+def _exported(path: Path, which: str, device: Any) -> Predictor:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sdbert.sources.models import quiet_transformers
+
+    meta_file = path / EXPORT_META
+    if not meta_file.is_file():
+        raise PredictError(f"{path} is a Hugging Face folder but not an sdbert export (no {EXPORT_META}); "
+                           "use transformers' pipeline('text-classification') for it")
+    if which != REPORTED:
+        raise PredictError(f"{path} is an exported model: it holds one model, so --model {which} does not apply")
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    quiet_transformers()
+    model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+    def logits(inputs: dict[str, Any]) -> Any:
+        return model(**inputs).logits
+
+    return Predictor(labels, list(meta["text_fields"]), tokenizer, int(meta["max_length"]), logits, device)
+
+
+# -- reading inputs -----------------------------------------------------------------------------------
+def _check_texts(line: int, texts: Sequence[Any], fields: Sequence[str]) -> Example:
+    for field, text in zip(fields, texts, strict=True):
+        if text is None:
+            return Example(line, None, f"missing field '{field}'")
+        if not isinstance(text, str):
+            return Example(line, None, f"field '{field}' is not text ({type(text).__name__})")
+        if any("\udc80" <= ch <= "\udcff" for ch in text):
+            return Example(line, None, "not UTF-8 text; save the file as UTF-8")
+        if not text.strip():
+            return Example(line, None, "empty text" if len(fields) == 1 else f"empty field '{field}'")
+    return Example(line, tuple(texts))
+
+
+def _from_line(line: int, text: str, fields: Sequence[str]) -> Example:
+    if len(fields) == 1:
+        return _check_texts(line, [text], fields)
+    parts = text.split("\t")
+    if len(parts) != 2:
+        return Example(line, None, f"a sentence pair needs two TAB-separated texts ({fields[0]}<TAB>{fields[1]}), "
+                                   f"found {len(parts)} part(s)")
+    return _check_texts(line, parts, fields)
+
+
+def _from_record(line: int, record: dict[str, Any], fields: Sequence[str]) -> Example:
+    names = list(fields)
+    if len(fields) == 2 and not any(f in record for f in fields) and all(a in record for a in PAIR_ALIASES):
+        names = list(PAIR_ALIASES)
+    elif len(fields) == 1 and fields[0] not in record and "text" in record:
+        names = ["text"]
+    return _check_texts(line, [record.get(name) for name in names], names)
+
+
+def read_lines(text: str, fields: Sequence[str]) -> Iterator[Example]:
+    """Plain text: one example per line (pairs TAB-separated)."""
+    for i, line in enumerate(text.splitlines(), 1):
+        yield _from_line(i, line, fields)
+
+
+def read_jsonl(text: str, fields: Sequence[str]) -> Iterator[Example]:
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            yield Example(i, None, "empty line")
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield Example(i, None, f"invalid JSON ({err.msg} at column {err.colno})")
+            continue
+        if not isinstance(record, dict):
+            yield Example(i, None, f"a JSON object with {', '.join(fields)} is needed, found {type(record).__name__}")
+            continue
+        yield _from_record(i, record, fields)
+
+
+def read_csv(text: str, fields: Sequence[str]) -> Iterator[Example]:
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    usable = all(f in header for f in fields) or (
+        len(fields) == 2 and all(a in header for a in PAIR_ALIASES)) or (len(fields) == 1 and "text" in header)
+    if not usable:
+        raise PredictError(f"the CSV header ({', '.join(header) or 'empty'}) has no column "
+                           f"{' and '.join(repr(f) for f in fields)}; name the text column(s) so")
+    for record in reader:
+        yield _from_record(reader.line_num, record, fields)
+
+
+READERS = {"txt": read_lines, "jsonl": read_jsonl, "csv": read_csv}
+
+
+def input_format(path: str | None, given: str) -> str:
+    if given != "auto":
+        return given
+    suffix = Path(path).suffix.lower() if path else ""
+    return {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(suffix, "txt")
+
+
+def read_input(raw: bytes, fmt: str, fields: Sequence[str]) -> list[Example]:
+    """Every example of ``raw`` (bytes that are not UTF-8 mark their row bad, not the whole input)."""
+    text = raw.decode("utf-8", errors="surrogateescape")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return list(READERS[fmt](text, fields))
+
+
+# -- prediction ---------------------------------------------------------------------------------------
+def predict(predictor: Predictor, texts: Sequence[tuple[str, ...]], batch_size: int = 64,
+            progress: bool | None = None) -> Any:
+    """Class probabilities [N, C] for ``texts`` in input order (batched by length; float32)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if not texts:
+        return torch.zeros(0, len(predictor.label_names))
+    columns = list(zip(*texts, strict=True))
+    truncation = "longest_first" if predictor.pair else True
+    enc = predictor.tokenizer(*[list(c) for c in columns], truncation=truncation,
+                              max_length=predictor.max_length, padding=False)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    out = torch.empty(len(texts), len(predictor.label_names))
+    show = progress if progress is not None else len(batches) >= 10
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc="predicting", unit="batch", file=sys.stderr, disable=not show):
+            features = [{k: enc[k][i] for k in keys} for i in batch]
+            padded = predictor.tokenizer.pad(features, padding="longest", return_tensors="pt")
+            inputs = {k: v.to(predictor.device) for k, v in padded.items()}
+            out[batch] = torch.softmax(predictor.logits(inputs).float(), -1).cpu()
+    return out
+
+
+def write_rows(examples: Sequence[Example], probs: Any, labels: Sequence[str], fmt: str, fh: Any) -> None:
+    """One JSON line or CSV row per example, in the order given."""
+    if fmt == "csv":
+        writer = csv.writer(fh)
+        writer.writerow(["line", "label", *(f"p_{name}" for name in labels)])
+        for ex, p in zip(examples, probs.tolist(), strict=True):
+            writer.writerow([ex.line, labels[max(range(len(p)), key=p.__getitem__)], *(f"{v:.6f}" for v in p)])
+        return
+    for ex, p in zip(examples, probs.tolist(), strict=True):
+        best = labels[max(range(len(p)), key=p.__getitem__)]
+        row = {"line": ex.line, "label": best, "probs": {name: round(v, 6) for name, v in zip(labels, p, strict=True)}}
+        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _arguments(texts: Iterable[str], fields: Sequence[str]) -> list[Example]:
+    return [_from_line(i, t, fields) for i, t in enumerate(texts, 1)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sdbert-predict",
+        description="Predict labels with a trained sdbert model (run directory, checkpoint or exported folder).",
+        epilog="Sentence pairs: JSONL/CSV fields named as the dataset's (e.g. premise, hypothesis) or text/"
+               "text_pair; plain text and arguments as premise<TAB>hypothesis.",
+    )
+    parser.add_argument("model", help="run directory, checkpoint inside one, or a folder from sdbert-export")
+    parser.add_argument("texts", nargs="*", help="texts to classify (none: read --input or stdin)")
+    parser.add_argument("--input", "-i", help="a .jsonl, .csv or plain-text file (one example per line); - for stdin")
+    parser.add_argument("--input-format", default="auto", choices=["auto", *READERS],
+                        help="how to read --input/stdin (auto: by file extension; stdin: txt)")
+    parser.add_argument("--format", default="jsonl", choices=["jsonl", "csv"], help="output format")
+    parser.add_argument("--output", "-o", help="write here instead of stdout")
+    parser.add_argument("--model", dest="which", default=REPORTED, choices=[REPORTED, "teacher", "student"],
+                        help="which of the run's evaluated models (default: the reported one)")
+    parser.add_argument("--checkpoint", default="tested", choices=["tested", "best", "last"],
+                        help="with a run directory: the tested weights (default), best or last")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (stderr) on long inputs")
+    args = parser.parse_intermixed_args(argv)  # options may follow the texts
+    try:
+        if args.batch_size < 1:
+            raise PredictError(f"--batch-size must be >= 1 (got {args.batch_size})")
+        if args.texts and args.input:
+            raise PredictError("give texts as arguments or --input, not both")
+        predictor = load_predictor(args.model, args.which, args.checkpoint, args.device)
+        fields = predictor.text_fields
+        if args.texts:
+            examples = _arguments(args.texts, fields)
+        else:
+            from_stdin = args.input in (None, "-")
+            if from_stdin and sys.stdin.isatty():
+                raise PredictError("no input: give texts as arguments, --input FILE, or pipe them to stdin")
+            if from_stdin:
+                raw = sys.stdin.buffer.read()
+            else:
+                try:
+                    raw = Path(args.input).read_bytes()
+                except OSError as err:
+                    raise PredictError(f"cannot read --input {args.input}: {err.strerror}") from None
+            fmt = input_format(None if from_stdin else args.input, args.input_format)
+            examples = read_input(raw, fmt, fields)
+        good = [ex for ex in examples if ex.texts is not None]
+        bad = [ex for ex in examples if ex.texts is None]
+        probs = predict(predictor, [ex.texts for ex in good if ex.texts is not None], args.batch_size,
+                        progress=False if args.no_progress else None)
+    except SdbertError as err:
+        print(f"sdbert-predict: error: {err}", file=sys.stderr)
+        return 1
+    if args.output:
+        from sdbert.io import write_text
+
+        buffer = io.StringIO()
+        write_rows(good, probs, predictor.label_names, args.format, buffer)
+        write_text(args.output, buffer.getvalue())
+    else:
+        write_rows(good, probs, predictor.label_names, args.format, sys.stdout)
+    for ex in bad:
+        print(f"sdbert-predict: line {ex.line}: {ex.error} (skipped)", file=sys.stderr)
+    if bad:
+        print(f"sdbert-predict: {len(bad)} of {len(examples)} inputs skipped; {len(good)} predicted", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Hyperparameter search (``python train.py hparams_search=sdbert_optuna``): the objective a job returns to
+Hydra's sweeper, and the trials table written into the sweep directory when the search ends.
+
+The search itself is Hydra's Optuna sweeper (``hydra-optuna-sweeper``, ``pip install -e '.[search]'``),
+configured in ``conf/hparams_search/``; it writes ``optimization_results.yaml`` (best parameters and value).
+:class:`TrialsTable` adds ``trials.csv`` and ``trials.md``: every trial's parameters, status and objective.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from sdbert.errors import ConfigError
+
+log = logging.getLogger("sdbert")
+
+#: ``optimized_metric`` alias of the best validation accuracy (the checkpoint callback's monitored score)
+BEST_VAL = "val/acc_best"
+
+
+def objective(summary: dict[str, Any], metric: str) -> float:
+    """The value of ``metric`` in a run's summary (``metrics.json``).
+
+    ``val/acc_best``: the best validation accuracy over the epochs (the score of the tested ``best``
+    checkpoint); any other key is looked up in the summary's ``val`` (end of training) and ``test`` metrics,
+    e.g. ``val/acc``, ``val/f1``, ``test/acc``.
+    """
+    if metric == BEST_VAL:
+        value = summary.get("best_val_acc")
+        if value is None:
+            raise ConfigError(
+                f"optimized_metric={BEST_VAL} needs the checkpoint callback's score (callbacks.model_checkpoint "
+                "monitoring val/acc); use optimized_metric=val/acc"
+            )
+        return float(value)
+    for part in ("val", "test"):
+        if metric in (summary.get(part) or {}):
+            return float(summary[part][metric])
+    known = [BEST_VAL, *(summary.get("val") or {}), *(summary.get("test") or {})]
+    raise ConfigError(f"optimized_metric={metric!r} is not a metric of this run; use one of: {', '.join(known)}")
+
+
+class TrialsTable(Callback):
+    """Writes ``trials.csv`` and ``trials.md`` into the sweep directory at the end of a multirun.
+
+    One row per job directory: its number, the swept parameters (the job's command-line overrides that
+    differ between jobs), status (``ok``/``failed``/``incomplete``), ``metric`` and the test accuracy; the
+    best ``ok`` trial is marked. Read from the run directories alone, so it also lists failed trials.
+    """
+
+    def __init__(self, metric: str = BEST_VAL, direction: str = "maximize") -> None:
+        self.metric = metric
+        self.direction = direction
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = trials(sweep_dir, self.metric)
+        if not rows:
+            return
+        write_trials(sweep_dir, rows, self.metric, self.direction)
+        log.info("trials: %s", sweep_dir / "trials.md")
+
+
+def trials(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
+    """One dict per job directory of ``sweep_dir`` (numbered subfolders), in job order."""
+    from sdbert.analysis.rundirs import RunDirError, load_run
+
+    rows = []
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    for job in jobs:
+        try:
+            run = load_run(job)
+        except RunDirError:
+            continue
+        params = dict(o.split("=", 1) for o in run.overrides if "=" in o)
+        value: float | None = None
+        error = run.error or ""
+        if run.ok:
+            try:
+                value = objective(run.metrics, metric)
+            except ConfigError as err:
+                error = str(err)
+        test = {k: v for k, v in (run.metrics.get("test") or {}).items() if k.endswith("/acc") and k.count("/") == 1}
+        rows.append({"trial": int(job.name), "params": params, "status": run.status, "value": value,
+                     "test_acc": next(iter(test.values()), None) if len(test) == 1 else None, "error": error})
+    swept = {k for r in rows for k in r["params"] if len({str(x["params"].get(k)) for x in rows}) > 1}
+    for r in rows:
+        r["params"] = {k: v for k, v in r["params"].items() if k in swept}
+    return rows
+
+
+def write_trials(sweep_dir: Path, rows: list[dict[str, Any]], metric: str, direction: str = "maximize") -> None:
+    from sdbert.io import write_text
+
+    keys = sorted({k for r in rows for k in r["params"]})
+    scored = [r for r in rows if r["value"] is not None]
+    best = (max if direction == "maximize" else min)(scored, key=lambda r: r["value"]) if scored else None
+    header = ["trial", *keys, "status", metric, "test acc", "best", "error"]
+    table = [
+        [str(r["trial"]), *(str(r["params"].get(k, "")) for k in keys), r["status"],
+         "" if r["value"] is None else f"{r['value']:.2f}", "" if r["test_acc"] is None else f"{r['test_acc']:.2f}",
+         "*" if r is best else "", r["error"]]
+        for r in rows
+    ]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(table)
+    write_text(sweep_dir / "trials.csv", buffer.getvalue())
+    lines = [f"# Trials ({direction} {metric})", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
+    write_text(sweep_dir / "trials.md", "\n".join(lines) + "\n")

@@ -1,0 +1,54 @@
+"""The console of a run: one copy of each line, no advertising, plain progress lines when not a terminal,
+and a --help that teaches."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from tests.conftest import FAST, ROOT
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+
+def test_each_line_once_no_tip_and_plain_progress_when_not_a_terminal(tmp_path):
+    fast = [o for o in FAST if not o.startswith("dataset.train_per_class=")]
+    cmd = [sys.executable, "train.py", *fast, "dataset.train_per_class=8", f"hydra.run.dir={tmp_path / 'run'}",
+           "callbacks.progress_bar.every_n_seconds=0.001", "export=true"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)  # stdout: a pipe
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (proc.stdout + proc.stderr).splitlines()
+    messages = [re.sub(r"^\[[^]]*\]\[[^]]*\]\[\w+\] - |^\w+: ", "", line) for line in lines]
+    repeated = {m for m in messages if m.strip() and messages.count(m) > 1 and "step" not in m}
+    assert not repeated, repeated
+    assert any("GPU available" in m for m in messages)  # Lightning's lines are still there, once
+    assert not any("Tip:" in line or "litlogger" in line for line in lines)
+    plain = re.compile(r"epoch 1/1 · step \d+/10 · train/loss [\d.]+ · [\d.]+ samples/s")
+    progress = [line for line in lines if plain.search(line)]
+    assert len(progress) >= 2 and any("ETA" in line for line in progress)
+    assert any("validated · val/acc" in line for line in lines)
+    assert "━" not in proc.stdout  # no rich bar drawn into a pipe
+    assert (tmp_path / "run" / "hf" / "model.safetensors").is_file()  # train.py wires export=true
+
+
+def test_help_teaches_keys_groups_and_examples():
+    proc = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    for key in ("strategy=base|se|sda|sdv", "teacher_size=K", "distill_weight=λ", "seed=N", "data_seed=N",
+                "experiment=NAME"):
+        assert key in text
+    assert re.search(r"^strategy: base, sda, sdv, se$", text, re.M)  # the groups with their options
+    assert re.search(r"^hparams_search: .*sdbert_optuna_cpu", text, re.M)
+    assert len(re.findall(r"^\s+python train.py", text, re.M)) == 3
+    assert "flush_denormal" not in text and len(text.splitlines()) < 60  # not the config dump
+
+
+def test_cfg_job_resolve_shows_the_resolved_k():
+    proc = subprocess.run([sys.executable, "train.py", "strategy=sdv", "dataset=imdb", "--cfg", "job", "--resolve"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^teacher_size: 5$", proc.stdout, re.M)  # Table 2: SDV on IMDb, K = 5

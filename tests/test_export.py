@@ -1,0 +1,151 @@
+"""Export to a Hugging Face folder: loads unchanged in transformers and gives sdbert's probabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdbert.export import ExportError, export, main, to_huggingface
+from sdbert.strategies import REPORTED
+from sdbert.trained import TrainedModelError
+
+
+def _test_texts(run_dir: Path) -> tuple[list[str], torch.Tensor]:
+    """The raw texts of the run's test predictions (joined through their row ids) and the saved probabilities."""
+    from sdbert.sources.datasets import load_raw
+
+    saved = torch.load(run_dir / "predictions" / "test.pt", weights_only=True)
+    raw = load_raw("embedded", name="bbc_news")["test"]
+    return [raw[int(r)]["text"] for r in saved["rows"]], saved["probs"]
+
+
+def _pipeline_probs(folder: Path, texts: list[str]) -> torch.Tensor:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    clf = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(folder),
+                   top_k=None, device="cpu")
+    out = clf(texts, truncation=True, batch_size=4)
+    ids = model.config.label2id
+    probs = torch.zeros(len(texts), len(ids))
+    for i, scores in enumerate(out):
+        for s in scores:
+            probs[i, ids[s["label"]]] = s["score"]
+    return probs
+
+
+@pytest.mark.parametrize("strategy", ["se", "sda"])
+def test_exported_model_gives_the_runs_test_probabilities_through_pipeline(tiny_run, tmp_path, strategy):
+    run = tiny_run(f"strategy={strategy}")
+    folder = export(run, tmp_path / "hf")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in folder.iterdir()}
+    config = json.loads((folder / "config.json").read_text())
+    names = ["business", "entertainment", "politics", "sport", "tech"]
+    assert config["id2label"] == {str(i): n for i, n in enumerate(names)}
+    assert config["label2id"] == {n: i for i, n in enumerate(names)}
+    texts, saved = _test_texts(run)
+    probs = _pipeline_probs(folder, texts)
+    # SE: the saved probabilities are the parameter average's, so this fails if the student were exported
+    assert (probs - saved).abs().max().item() <= 1e-5
+    card = (folder / "README.md").read_text()
+    summary = json.loads((run / "metrics.json").read_text())
+    for text in ("bbc_news", f"| strategy | {strategy} |", "| seed / data_seed | 42 / 42 |",
+                 f"| `test/acc` | {summary['test']['test/acc']:.2f} |", "`test/f1`"):
+        assert text in card
+    if strategy == "sda":
+        assert f"| K (teacher_size) | {summary['teacher_size']} |" in card and "| λ (distill_weight) | 1.0 |" in card
+
+
+def test_sda_teacher_export_is_the_averaged_teacher(tiny_run, tmp_path):
+    from sdbert.trained import load_trained
+
+    run = tiny_run("strategy=sda")
+    folder = export(run, tmp_path / "teacher", which="teacher")
+    texts, student = _test_texts(run)
+    probs = _pipeline_probs(folder, texts)
+    trained = load_trained(run)
+    tok = trained.module.model  # the reference: the strategy's own teacher logits
+    from sdbert.sources.models import load_tokenizer
+
+    enc = load_tokenizer(str(trained.cfg.model.name_or_path))(texts, truncation=True, max_length=32, padding=True,
+                                                              return_tensors="pt")
+    with torch.no_grad():
+        teacher = trained.module.strategy.eval_logits(tok, dict(enc))["teacher"].softmax(-1)
+    assert (probs - teacher).abs().max().item() <= 1e-5
+    assert (probs - student).abs().max().item() > 1e-5  # not the student
+
+
+def test_cli_refuses_what_has_no_equivalent_in_one_line(tiny_run, tmp_path, capsys):
+    run = tiny_run("strategy=se")
+    assert main([str(run), str(tmp_path / "x"), "--model", "teacher"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has no model 'teacher'" in err and not (tmp_path / "x").exists()
+    assert main([str(tmp_path / "nowhere"), str(tmp_path / "y")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main([str(run), str(tmp_path / "ok")]) == 0 and (tmp_path / "ok" / "model.safetensors").is_file()
+
+
+def _trained(make_cfg, *overrides: str, model=None):
+    from sdbert import factory
+    from sdbert.trained import Trained
+
+    cfg = make_cfg(*overrides)
+    module = factory.build_module(cfg, factory.build_strategy(cfg))
+    if model is not None:
+        module.model = model
+    module.strategy.setup(module.model)
+    return Trained(cfg=cfg, module=module.eval(), run_dir=Path("."), checkpoint=Path("last.ckpt"), summary={})
+
+
+def test_heads_without_a_huggingface_equivalent_are_refused(make_cfg):
+    from transformers import MPNetConfig, MPNetModel
+
+    from sdbert.classifier import SequenceClassifier
+
+    cls = _trained(make_cfg, "model.pooling=cls")
+    with pytest.raises(ExportError, match=r"model.pooling=cls .* no Hugging Face equivalent"):
+        to_huggingface(cls)
+    voted = _trained(make_cfg, "strategy=sdv", "teacher_size=2")
+    with pytest.raises(TrainedModelError, match="not one set of weights"):
+        to_huggingface(voted, "teacher")
+    assert to_huggingface(voted, REPORTED) is not None  # SDV's student exports
+    mpnet = MPNetModel(MPNetConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                   vocab_size=100))
+    other = _trained(make_cfg, model=SequenceClassifier(mpnet, num_labels=5))
+    with pytest.raises(ExportError, match=r"MPNetClassificationHead.*no Hugging Face equivalent"):
+        to_huggingface(other)
+
+
+def test_export_switch_writes_the_tested_model_after_testing(tmp_path):
+    from sdbert.export import ExportAfterTest
+    from tests.conftest import train_run
+
+    run = train_run(tmp_path / "run", ["strategy=se", "export=true"], hooks=ExportAfterTest())
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "ok" and summary["export"] == str(run / "hf")
+    texts, saved = _test_texts(run)
+    assert (_pipeline_probs(run / "hf", texts) - saved).abs().max().item() <= 1e-5
+    assert f"| `test/acc` | {summary['test']['test/acc']:.2f} |" in (run / "hf" / "README.md").read_text()
+
+
+def test_export_switch_refuses_before_training(make_cfg, tmp_path):
+    from sdbert.export import ExportAfterTest
+    from sdbert.run import build
+
+    with pytest.raises(ExportError, match=r"model\.pooling=cls"):
+        build(make_cfg("export=true", "model.pooling=cls"), ExportAfterTest())
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    with pytest.raises(ExportError, match="MPNet"):  # the architecture's HF head is another one
+        build(make_cfg("export=true", "model.name_or_path=" + str(_tiny_mpnet(tmp_path))), ExportAfterTest())
+
+
+def _tiny_mpnet(tmp_path: Path) -> Path:
+    from transformers import MPNetConfig
+
+    folder = tmp_path / "mpnet"
+    MPNetConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                vocab_size=100).save_pretrained(folder)
+    return folder
