@@ -283,3 +283,21 @@ def test_epoch_test_evaluation_logs_the_test_error_and_leaves_training_alone(tmp
     plain, _, _ = _fit(tmp_path / "b", [])
     for a, b in zip(module.model.parameters(), plain.model.parameters(), strict=True):
         assert torch.equal(a, b)  # the extra test passes change nothing in training
+
+
+def test_runs_written_before_the_layout_change_still_read(tiny_sweep, tmp_path):
+    """A run directory whose config names the old module paths (sdbert.models, sdbert.tracking,
+    BaseStrategy) resolves and groups with the same setup written today."""
+    from sdbert.analysis.rundirs import load_run
+
+    new = next(p for p in sorted(tiny_sweep.iterdir()) if (p / "metrics.json").is_file())
+    old = tmp_path / "old"
+    shutil.copytree(new, old, ignore=shutil.ignore_patterns("checkpoints"))
+    text = (old / ".hydra" / "config.yaml").read_text()
+    text = text.replace("sdbert.classifier.build_classifier", "sdbert.models.build_classifier")
+    text = text.replace("sdbert.strategies.Vanilla", "sdbert.strategies.BaseStrategy")
+    text = text.replace("sdbert.callbacks.Throughput", "sdbert.tracking.Throughput")
+    assert "sdbert.models.build_classifier" in text
+    (old / ".hydra" / "config.yaml").write_text(text)
+    a, b = load_run(new), load_run(old)
+    assert b.method == a.method and b.group_key == a.group_key

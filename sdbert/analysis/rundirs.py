@@ -270,6 +270,26 @@ def method_label(method: dict[str, Any]) -> str:
     return f"{name} ({', '.join(parts)})" if parts else name
 
 
+#: ``_target_`` paths that run directories written before the package's layout change (2026-11-30) name,
+#: and where the same objects live now: such runs still read, resolve and combine with new ones.
+MOVED_TARGETS = {
+    "sdbert.strategies.BaseStrategy": "sdbert.strategies.Vanilla",
+    "sdbert.models.build_classifier": "sdbert.classifier.build_classifier",
+    "sdbert.tracking.StepLearningRateMonitor": "sdbert.callbacks.StepLearningRateMonitor",
+    "sdbert.tracking.Throughput": "sdbert.callbacks.Throughput",
+    "sdbert.tracking.progress_bar": "sdbert.callbacks.progress_bar",
+    "sdbert.tracking.WandbLogger": "sdbert.loggers.WandbLogger",
+}
+
+
+def _update_moved_targets(node: Any) -> None:
+    for key, value in list(node.items_ex(resolve=False)):
+        if key == "_target_" and isinstance(value, str) and value in MOVED_TARGETS:
+            node[key] = MOVED_TARGETS[value]
+        elif isinstance(value, DictConfig):
+            _update_moved_targets(value)
+
+
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Read one run directory (raises :class:`RunDirError` when it is not one)."""
     path = Path(path)
@@ -279,6 +299,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     config = OmegaConf.load(config_file)
     if not isinstance(config, DictConfig):
         raise RunDirError(f"{config_file} holds no mapping; it is not a config train.py wrote")
+    _update_moved_targets(config)
     overrides = OmegaConf.load(path / OVERRIDES_FILE) if (path / OVERRIDES_FILE).is_file() else []
     metrics: dict[str, Any] = {}
     status = "incomplete"
