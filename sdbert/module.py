@@ -230,8 +230,6 @@ class SelfDistillationModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with two learning rates (encoder, softmax layer), no decay on bias/LayerNorm,
         linear warm-up over the first ``warmup_proportion`` of optimizer steps, then linear decay."""
-        from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
-
         o = self.optim
         groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
         for name, p in self.model.named_parameters():
@@ -256,13 +254,50 @@ class SelfDistillationModule(L.LightningModule):
             eps=o.get("adam_eps", 1e-6),
             fused=fused or None,
         )
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = round(o.get("warmup_proportion", 0.1) * total)
-        schedule = o.get("schedule", "linear")
-        if schedule == "linear":
-            scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
-        elif schedule == "constant":  # flat after warm-up: isolates the teacher dynamics in probes
-            scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
-        else:
-            raise ConfigError(f"optim.schedule must be 'linear' or 'constant' (got {schedule!r})")
+        schedule = LinearSchedule(o.get("warmup_proportion", 0.1), o.get("schedule", "linear"))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        # The schedule's length is read here, after a checkpoint's loops and data loader state are restored:
+        # asking Lightning for it in configure_optimizers would build the training data loader before the
+        # restore, and Lightning would then never load the saved loader position (Lightning issue #20550).
+        total = int(self.trainer.estimated_stepping_batches)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            for schedule in getattr(scheduler, "lr_lambdas", []):
+                if isinstance(schedule, LinearSchedule):
+                    schedule.total = total
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                for group, base, factor in zip(
+                    scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+                ):
+                    group["lr"] = base * factor(scheduler.last_epoch)
+
+
+class LinearSchedule:
+    """The learning-rate factor at optimizer step t: linear warm-up over ``warmup_proportion`` of the
+    ``total`` steps, then linear decay to 0 (``linear``) or flat (``constant``; isolates the teacher
+    dynamics in probes). The formulas of transformers' ``get_linear_schedule_with_warmup`` /
+    ``get_constant_schedule_with_warmup``.
+
+    ``total`` is set when training starts (``SelfDistillationModule.on_train_start``); until then the
+    factor is 0. Its attributes are plain values, so ``LambdaLR`` saves and restores them in checkpoints.
+    """
+
+    def __init__(self, warmup_proportion: float, kind: str = "linear") -> None:
+        if kind not in ("linear", "constant"):
+            raise ConfigError(f"optim.schedule must be 'linear' or 'constant' (got {kind!r})")
+        self.warmup_proportion = float(warmup_proportion)
+        self.kind = kind
+        self.total: int | None = None
+
+    def __call__(self, step: int) -> float:
+        if self.total is None:
+            return 0.0
+        warmup = round(self.warmup_proportion * self.total)
+        if step < warmup:
+            return float(step) / float(max(1, warmup))
+        if self.kind == "constant":
+            return 1.0
+        return max(0.0, float(self.total - step) / float(max(1, self.total - warmup)))

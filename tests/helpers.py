@@ -53,3 +53,13 @@ class RandomTokens(Dataset):
 
 def loader(n: int = 32, batch_size: int = 4, seed: int = 0) -> DataLoader:
     return DataLoader(RandomTokens(n=n, seed=seed), batch_size=batch_size, shuffle=False)
+
+
+def seeded_loader(n: int = 32, batch_size: int = 4, data_seed: int = 0, seed: int = 0):
+    """RandomTokens in the run's training order: ``EpochSeededSampler`` under a ``StatefulDataLoader`` (resumable)."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    from sdbert.data.batches import EpochSeededSampler
+
+    data = RandomTokens(n=n, seed=seed)
+    return StatefulDataLoader(data, batch_size=batch_size, sampler=EpochSeededSampler(n, data_seed))
