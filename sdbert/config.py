@@ -17,10 +17,34 @@ def _paper_teacher_size(dataset: str, strategy_target: str) -> int | str:
     return default_teacher_size(dataset, name)
 
 
+def _resumes(resume: Any) -> bool:
+    return resume not in (None, "", "null")
+
+
+def _run_dir(resume: Any, default: str) -> str:
+    """``${sdbert_run_dir:${resume},<default>}``: Hydra's run directory; ``resume=RUN_DIR`` continues in RUN_DIR."""
+    return default if not _resumes(resume) or str(resume) == "auto" else str(resume)
+
+
+def _config_subdir(resume: Any, output_dir: str) -> str:
+    """``${sdbert_config_subdir:${resume},<output dir>}``: where Hydra writes the job's config. A resumed
+    run whose directory already holds its ``.hydra/config.yaml`` keeps it (sdbert.resume reads it) and
+    Hydra's view of the resuming command goes to ``.hydra/resumed``."""
+    from pathlib import Path
+
+    if _resumes(resume) and (Path(output_dir) / ".hydra" / "config.yaml").is_file():
+        return ".hydra/resumed"
+    return ".hydra"
+
+
 def register_resolvers() -> None:
     """Idempotent: safe to call from tests, train.py and the package import alike."""
     if not OmegaConf.has_resolver("paper_k"):
         OmegaConf.register_new_resolver("paper_k", _paper_teacher_size)
+    if not OmegaConf.has_resolver("sdbert_run_dir"):
+        OmegaConf.register_new_resolver("sdbert_run_dir", _run_dir)
+    if not OmegaConf.has_resolver("sdbert_config_subdir"):
+        OmegaConf.register_new_resolver("sdbert_config_subdir", _config_subdir)
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from sdbert import factory, loggers
+from sdbert import factory, loggers, resume
 from sdbert.errors import SdbertError
 from sdbert.io import write_json
 from sdbert.module import SelfDistillationModule
@@ -57,21 +57,36 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, SelfDistillationModul
     module = factory.build_module(cfg, strategy, prediction_dir=output_dir / PREDICTIONS_DIR)
     run_loggers = factory.instantiate_group(cfg.get("logger"))
     loggers.describe_wandb_runs(run_loggers, cfg, strategy.describe())
-    return datamodule, module, factory.build_trainer(cfg, run_loggers)
+    identity = resume.RunIdentity(resume.run_identity(cfg, strategy.describe()))
+    return datamodule, module, factory.build_trainer(cfg, run_loggers, extra_callbacks=[identity])
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test one configuration; write ``metrics.json`` into the run directory and return it.
 
     A W&B run (``logger=wandb``) is finished before this returns or raises, so every Hydra job of a
-    sweep is its own run.
+    sweep is its own run. With ``resume`` set the run continues (see :func:`sdbert.resume.prepare`); a
+    run stopped by a signal writes ``"status": "interrupted"`` and raises :class:`~sdbert.resume.RunInterrupted`.
     """
     start = time.perf_counter()
+    cfg, ckpt_path, finished = resume.prepare(cfg)
+    if finished is not None:
+        log.info("sdbert: %s already finished (metrics.json status ok); not run again", cfg.paths.output_dir)
+        return finished
     output_dir = Path(cfg.paths.output_dir)
     trainer: L.Trainer | None = None
     try:
         datamodule, module, trainer = build(cfg)
-        summary = _fit_and_test(cfg, datamodule, module, trainer, start)
+        if ckpt_path:
+            resume.check_fits(ckpt_path, resume.run_identity(cfg, module.strategy.describe()))
+        summary = _fit_and_test(cfg, datamodule, module, trainer, start, ckpt_path)
+    except resume.RunInterrupted as stop:
+        loggers.finish_failed(trainer.loggers if trainer is not None else [])
+        write_json(output_dir / SUMMARY_FILE, {
+            "status": "interrupted", "error": str(stop), "checkpoint": stop.checkpoint,
+            "optimizer_steps": stop.step, "output_dir": str(output_dir),
+        })
+        raise
     except BaseException:
         loggers.finish_failed(trainer.loggers if trainer is not None else [])
         raise
@@ -80,16 +95,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _fit_and_test(
-    cfg: DictConfig, datamodule: L.LightningDataModule, module: SelfDistillationModule, trainer: L.Trainer, start: float
+    cfg: DictConfig,
+    datamodule: L.LightningDataModule,
+    module: SelfDistillationModule,
+    trainer: L.Trainer,
+    start: float,
+    ckpt_path: str | None = None,
 ) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = _scalars(trainer.callback_metrics)
     ckpt = trainer.checkpoint_callback
     test_ckpt = cfg.get("test_ckpt", "best")
     best_path = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
-    ckpt_path = (best_path or None) if test_ckpt == "best" else None
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    tested = (best_path or None) if test_ckpt == "best" else None
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False)
     test_metrics: dict[str, float] = {}
     for res in results:
         test_metrics.update(_scalars(res))
@@ -102,7 +122,7 @@ def _fit_and_test(
         "data_seed": cfg.data_seed,
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
-        "tested_checkpoint": ckpt_path or "last",
+        "tested_checkpoint": tested or "last",
         "best_val_acc": _best_score(ckpt),
         "best_epoch": _best_epoch(ckpt),
         "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")},
@@ -119,6 +139,10 @@ def main_job(cfg: DictConfig) -> dict[str, Any] | None:
     """Entry for ``train.py``: one clear line on bad input; in a multirun the sweep goes on."""
     try:
         summary = train(cfg)
+    except resume.RunInterrupted as stop:
+        # never "finished": a scheduler must see a stopped job (and a sweep stops with it)
+        print(f"sdbert: {stop}; continue with resume={cfg.paths.output_dir}", file=sys.stderr)
+        raise SystemExit(stop.exit_code) from None
     except SdbertError as err:
         loggers.finish_any_active_run(exit_code=1)
         output_dir = Path(cfg.paths.output_dir)

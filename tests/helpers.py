@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -63,3 +66,18 @@ def seeded_loader(n: int = 32, batch_size: int = 4, data_seed: int = 0, seed: in
 
     data = RandomTokens(n=n, seed=seed)
     return StatefulDataLoader(data, batch_size=batch_size, sampler=EpochSeededSampler(n, data_seed))
+
+
+class SignalAt(Callback):
+    """Sends ``signum`` to this process when optimizer step ``step`` completes (for composed configs:
+    ``+callbacks.kill._target_=tests.helpers.SignalAt +callbacks.kill.step=3``)."""
+
+    def __init__(self, step: int, signum: int = 15) -> None:
+        self.step, self.signum, self._start = int(step), int(signum), -1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._start = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._start == self.step - 1 and trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)

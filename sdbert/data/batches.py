@@ -60,7 +60,7 @@ class EpochSeededSampler(Sampler[int]):
         return perm
 
     def __iter__(self) -> Iterator[int]:
-        self._live = _EpochIterator(self, self.epoch)
+        self._live = _EpochIterator(self)
         return self._live
 
     def __len__(self) -> int:
@@ -89,24 +89,36 @@ class EpochSeededSampler(Sampler[int]):
 class _EpochIterator(Iterator[int]):
     """One epoch's indices that remembers how far it got (torchdata's ``Stateful`` protocol).
 
-    Its state is (epoch, yielded): restoring it rebuilds that epoch's order and skips what was seen; a
-    state saved after the epoch's last index leaves the next epoch's order (the sampler's) untouched.
+    The epoch is read from the sampler at the first index, not when the iterator is made: torchdata
+    makes it eagerly, before Lightning's ``set_epoch`` for the epoch about to run. Its state is
+    (epoch, yielded): restoring it rebuilds that epoch's order and skips what was seen; a state saved
+    after the epoch's last index leaves the next epoch (the sampler's) to start from its beginning.
     """
 
-    def __init__(self, sampler: EpochSeededSampler, epoch: int) -> None:
+    def __init__(self, sampler: EpochSeededSampler) -> None:
         self.sampler = sampler
-        self.epoch = epoch
-        self.indices = sampler.order(epoch)
+        self._epoch: int | None = None
+        self.indices: list[int] = []
         self.yielded = 0
 
     @property
+    def epoch(self) -> int:
+        return self.sampler.epoch if self._epoch is None else self._epoch
+
+    def _start(self, epoch: int) -> None:
+        self._epoch = epoch
+        self.indices = self.sampler.order(epoch)
+
+    @property
     def exhausted(self) -> bool:
-        return self.yielded >= len(self.indices)
+        return self._epoch is not None and self.yielded >= len(self.indices)
 
     def __iter__(self) -> Iterator[int]:
         return self
 
     def __next__(self) -> int:
+        if self._epoch is None:
+            self._start(self.sampler.epoch)
         if self.yielded >= len(self.indices):
             raise StopIteration
         self.yielded += 1
@@ -116,11 +128,9 @@ class _EpochIterator(Iterator[int]):
         return {"epoch": self.epoch, "yielded": self.yielded}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["yielded"]) >= len(self.indices):
-            return  # saved after the epoch's last index: this iterator runs the next epoch from its start
-        if int(state["epoch"]) != self.epoch:
-            self.epoch = int(state["epoch"])
-            self.indices = self.sampler.order(self.epoch)
+        if int(state["yielded"]) >= len(self.sampler.order(int(state["epoch"]))):
+            return  # saved after the epoch's last index: the next epoch starts from its beginning
+        self._start(int(state["epoch"]))
         self.yielded = int(state["yielded"])
 
 
