@@ -74,6 +74,7 @@ class SelfDistillationModule(L.LightningModule):
         # sums of the training terms over the current optimizer step's micro-batches (see _log_step_means)
         self._step_sums: dict[str, Tensor] = {}
         self._step_batches = 0
+        self._skipping_step = False
 
     @staticmethod
     def _metric_id(stage: str, name: str) -> str:
@@ -104,7 +105,30 @@ class SelfDistillationModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self._log_step_means()
-        self.strategy.before_optimizer_step(self.model)
+        # A step the fp16 gradient scaler skips (inf/nan gradients) is not a time step: θ_t is not recorded.
+        self._skipping_step = self._scaler_skips_step()
+        if not self._skipping_step:
+            self.strategy.before_optimizer_step(self.model)
+
+    def _grad_scaler(self) -> Any:
+        """The precision plugin's ``GradScaler`` (``precision=16-mixed``), or None."""
+        try:
+            plugin = self.trainer.precision_plugin
+        except RuntimeError:  # not attached to a trainer
+            return None
+        return getattr(plugin, "scaler", None)
+
+    def _scaler_skips_step(self) -> bool:
+        """Whether the gradient scaler (``precision=16-mixed``) will skip this optimizer step.
+
+        ``GradScaler.step`` skips exactly when an unscaled gradient is inf or nan; Lightning has unscaled
+        them before this hook (to clip), so the same test is made on the gradients here.
+        """
+        scaler = self._grad_scaler()
+        if scaler is None or not scaler.is_enabled():
+            return False
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return bool(grads) and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
     def _log_step_means(self) -> None:
         """Log train/loss, train/ce, train/mse, train/logit_abs_mean once per optimizer step (time step t),
@@ -117,7 +141,8 @@ class SelfDistillationModule(L.LightningModule):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        self.strategy.after_optimizer_step(self.model)
+        if not self._skipping_step:
+            self.strategy.after_optimizer_step(self.model)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[STRATEGY_STATE_KEY] = self.strategy.state_dict()
@@ -245,8 +270,10 @@ class SelfDistillationModule(L.LightningModule):
             }
             for (part, decay), params in sorted(groups.items())
         ]
-        # the fused kernel does the whole update in one pass (CPU and CUDA); measured in docs/performance.md
-        fused = o.get("fused", True) and self.device.type in ("cpu", "cuda")
+        # the fused kernel does the whole update in one pass (CPU and CUDA); measured in docs/performance.md.
+        # Under fp16's gradient scaler a fused AdamW unscales internally, so Lightning cannot clip its
+        # gradients: there the multi-tensor (foreach) AdamW runs instead, clipped after unscaling.
+        fused = o.get("fused", True) and self.device.type in ("cpu", "cuda") and self._grad_scaler() is None
         optimizer = torch.optim.AdamW(
             param_groups,
             lr=o["encoder_lr"],

@@ -133,8 +133,8 @@ class Preemption(L.Callback):
         from lightning.pytorch.callbacks import ModelCheckpoint
 
         return any(
-            isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath is not None
-            and Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}" == self.path
+            isinstance(cb, ModelCheckpoint) and cb.monitor is None and cb.save_top_k == 1 and cb.dirpath is not None
+            and Path(cb.dirpath) / f"{cb.filename}{cb.FILE_EXTENSION}" == self.path
             for cb in trainer.checkpoint_callbacks
         )
 
