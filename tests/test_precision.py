@@ -63,7 +63,7 @@ class RecordingSDA(CountingSDA):
 def test_a_skipped_step_pushes_no_snapshot(tmp_path, accumulate):
     strategy = RecordingSDA(teacher_size=2, teacher_dropout=False)
     trainer = _fp16_trainer(tmp_path, [InfGradientAt(step=2)], accumulate=accumulate)
-    trainer.fit(_module(strategy), train_dataloaders=loader(n=24))
+    trainer.fit(_module(strategy), train_dataloaders=loader(n=24 * accumulate))  # 6 optimizer steps
     assert trainer.precision_plugin.scaler.get_scale() < 2.0**16  # the scaler did skip a step
     assert trainer.global_step == 6 and strategy.pushes == 5
     # θ is unchanged by the skipped step: recording it there would put the same θ into the window twice
