@@ -136,7 +136,10 @@ class SelfDistillationModule(L.LightningModule):
         if not self._step_batches:
             return
         for key, total in self._step_sums.items():
-            self.log(f"train/{key}", total / self._step_batches, on_step=True, on_epoch=False, prog_bar=key == "loss")
+            self.log(
+                f"train/{key}", total / self._step_batches, on_step=True, on_epoch=False, prog_bar=key == "loss",
+                sync_dist=True,  # the mean over ranks under data parallelism (a no-op on one device)
+            )
         self._step_sums, self._step_batches = {}, 0
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -239,8 +242,14 @@ class SelfDistillationModule(L.LightningModule):
                 self._save_predictions(stage)
 
     def _save_predictions(self, stage: str) -> None:
-        """Test-set probabilities of the reported model, for voted ensembles (eq. 2)."""
+        """Test-set probabilities of the reported model, for voted ensembles (eq. 2).
+
+        Every rank evaluates the whole test set in the same order (no distributed sampler on evaluation
+        sets), so rank 0's predictions are complete and it alone writes them.
+        """
         assert self.prediction_dir is not None
+        if not self.trainer.is_global_zero:
+            return
         self.prediction_dir.mkdir(parents=True, exist_ok=True)
         save_torch(
             self.prediction_dir / f"{stage}.pt",

@@ -281,7 +281,10 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, str | None, dict[str, Any] | N
         with open_dict(merged):
             merged.resume = None
             merged.paths.output_dir = str(run_dir)
-        write_text(saved_file, OmegaConf.to_yaml(merged))
+        from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank == 0:  # under DDP every rank runs this; the run's config is written once
+            write_text(saved_file, OmegaConf.to_yaml(merged))
         cfg = merged
     else:
         with open_dict(cfg):

@@ -82,7 +82,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary = _fit_and_test(cfg, datamodule, module, trainer, start, ckpt_path)
     except resume.RunInterrupted as stop:
         loggers.finish_failed(trainer.loggers if trainer is not None else [])
-        write_json(output_dir / SUMMARY_FILE, {
+        _rank_zero_write(output_dir / SUMMARY_FILE, {
             "status": "interrupted", "error": str(stop), "checkpoint": stop.checkpoint,
             "optimizer_steps": stop.step, "output_dir": str(output_dir),
         })
@@ -90,8 +90,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException:
         loggers.finish_failed(trainer.loggers if trainer is not None else [])
         raise
-    write_json(output_dir / SUMMARY_FILE, summary)
+    _rank_zero_write(output_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def _rank_zero_write(path: Path, payload: dict[str, Any]) -> None:
+    """metrics.json is the run's, written once (by global rank 0 under data parallelism)."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        write_json(path, payload)
 
 
 def _fit_and_test(
@@ -148,12 +156,15 @@ def main_job(cfg: DictConfig) -> dict[str, Any] | None:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         failure = {"status": "failed", "error": str(err), "error_type": type(err).__name__}
-        write_json(output_dir / SUMMARY_FILE, failure)
+        _rank_zero_write(output_dir / SUMMARY_FILE, failure)
         print(f"sdbert: error: {err}", file=sys.stderr)
         if _in_multirun():
             return None
         raise SystemExit(1) from None
-    print_summary(summary)
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print_summary(summary)
     return summary
 
 

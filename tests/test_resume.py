@@ -74,7 +74,10 @@ RUN = [*FAST, "trainer.max_epochs=2", "trainer.accumulate_grad_batches=2", "trai
 
 
 def _kill_at(step: int, signum: int = signal.SIGTERM) -> list[str]:
-    return ["+callbacks.kill._target_=tests.helpers.SignalAt", f"+callbacks.kill.step={step}", f"+callbacks.kill.signum={int(signum)}"]
+    return [
+        "+callbacks.kill._target_=tests.helpers.SignalAt", f"+callbacks.kill.step={step}",
+        f"+callbacks.kill.signum={int(signum)}",
+    ]
 
 
 def _last_state(run_dir: Path) -> dict[str, torch.Tensor]:

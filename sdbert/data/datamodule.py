@@ -186,12 +186,16 @@ class TextClassificationDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- lightning hooks
 
     def prepare_data(self) -> None:
-        """Download (hub) or materialise (embedded) the raw data, once per node.
+        """Download (hub) or materialise (embedded) the raw data and tokenise the splits, once per node.
 
-        The loaded splits are kept, so a single-process ``setup`` does not ask the hub again (an
-        unreachable hub costs ~25 s per attempt); other processes load them in ``setup``.
+        Lightning calls this on one process per node and holds the others at a barrier; they then load
+        the raw data and the token caches from disk in ``setup``. The loaded splits are kept, so a
+        single-process ``setup`` does not ask the hub again (an unreachable hub costs ~25 s per attempt).
         """
         self._raw_dict()
+        trainer = getattr(self, "trainer", None)
+        stage = getattr(trainer.state.fn, "value", None) if trainer is not None else None
+        self.setup(stage or "fit")
 
     def setup(self, stage: str | None = None) -> None:
         """Build (or load from the on-disk cache) the splits this stage needs."""
