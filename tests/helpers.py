@@ -81,3 +81,20 @@ class SignalAt(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self._start == self.step - 1 and trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+class DumpRankState(Callback):
+    """At the end of training, saves this rank's parameters and teacher-strategy state to
+    ``<dirpath>/rank<global rank>.pt`` (to compare the ranks of a data-parallel run)."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+
+    def on_train_end(self, trainer, pl_module):
+        state = {
+            "params": [p.detach().clone() for p in pl_module.model.parameters()],
+            "strategy": pl_module.strategy.state_dict(),
+            "global_step": trainer.global_step,
+            "world_size": trainer.world_size,
+        }
+        torch.save(state, os.path.join(self.dirpath, f"rank{trainer.global_rank}.pt"))
