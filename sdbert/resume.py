@@ -188,6 +188,13 @@ def check_fits(path: str | Path, identity: dict[str, Any]) -> None:
 # -- resume=auto / resume=RUN_DIR --------------------------------------------------------------------
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer steps a checkpoint was taken after."""
+    import torch
+
+    return int(torch.load(str(path), map_location="cpu", mmap=True, weights_only=False).get("global_step", 0))
+
+
 def newest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint of ``run_dir`` with the most optimizer steps (``last.ckpt`` on a tie)."""
     import torch
@@ -291,3 +298,45 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, str | None, dict[str, Any] | N
             cfg.paths.output_dir = str(run_dir)
     ckpt = newest_checkpoint(run_dir)
     return cfg, str(ckpt) if ckpt is not None else cfg.get("ckpt_path"), None
+
+
+# -- the CSV log across a resume ---------------------------------------------------------------------
+
+#: Lightning's CSVLogger file in a run directory (conf/logger/csv.yaml)
+CSV_LOG = Path("csv") / "metrics.csv"
+_EARLIER = ".before-resume.csv"
+
+
+def set_aside_log(run_dir: Path) -> Path | None:
+    """Move ``csv/metrics.csv`` out of the way before a resumed run starts (Lightning's CSVLogger deletes
+    it); :func:`restore_log` puts the rows logged before the checkpoint back."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    log = run_dir / CSV_LOG
+    if rank_zero_only.rank != 0 or not log.is_file():
+        return None
+    aside = log.with_suffix(_EARLIER)
+    if aside.is_file():  # a previous resume that did not get to restore: that file is the older record
+        restore_log(run_dir, aside, step=None)
+    log.replace(aside)
+    return aside
+
+
+def restore_log(run_dir: Path, aside: Path | None, step: int | None) -> None:
+    """``csv/metrics.csv`` = the set-aside rows logged before optimizer step ``step`` (the checkpoint's),
+    then this run's rows; the set-aside file is removed."""
+    import pandas as pd
+
+    from sdbert.io import write_with
+
+    if aside is None or not aside.is_file():
+        return
+    earlier = pd.read_csv(aside)
+    if step is not None and "step" in earlier:
+        earlier = earlier[earlier["step"] < step]
+    log = run_dir / CSV_LOG
+    frames = [earlier, pd.read_csv(log)] if log.is_file() else [earlier]
+    merged = pd.concat(frames, ignore_index=True, sort=False)
+    write_with(log, lambda tmp: merged.to_csv(tmp, index=False))
+    aside.unlink()
+

@@ -75,6 +75,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return finished
     output_dir = Path(cfg.paths.output_dir)
     trainer: L.Trainer | None = None
+    # continuing in its own folder: keep the CSV rows logged before the checkpoint (the logger deletes them)
+    in_place = bool(ckpt_path) and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve())
+    resumed_step = resume.checkpoint_step(ckpt_path) if in_place else None
+    earlier_log = resume.set_aside_log(output_dir) if in_place else None
     try:
         datamodule, module, trainer = build(cfg)
         if ckpt_path:
@@ -90,6 +94,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException:
         loggers.finish_failed(trainer.loggers if trainer is not None else [])
         raise
+    finally:
+        resume.restore_log(output_dir, earlier_log, resumed_step)
     _rank_zero_write(output_dir / SUMMARY_FILE, summary)
     return summary
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -109,6 +110,14 @@ def test_signal_then_resume_auto_ends_like_the_uninterrupted_run(make_cfg, tmp_p
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     pa, pb = (torch.load(d / "predictions" / "test.pt") for d in (tmp_path / "full", cut_dir))
     assert torch.equal(pa["probs"], pb["probs"])
+    # the CSV log keeps the rows from before the checkpoint: every step's train/ce (the step before the
+    # stop may miss its row: the stop comes before Lightning writes it) equal to the full run's, and both
+    # epochs' validation rows
+    logs = [pd.read_csv(d / "csv" / "metrics.csv") for d in (tmp_path / "full", cut_dir)]
+    ce = [frame.dropna(subset=["train/ce"]).set_index("step")["train/ce"] for frame in logs]
+    assert set(ce[0].index) - set(ce[1].index) <= {step - 1} and set(ce[1].index) <= set(ce[0].index)
+    assert all(ce[1][k] == ce[0][k] for k in ce[1].index)
+    assert [len(frame.dropna(subset=["val/acc"])) for frame in logs] == [2, 2]
     # a finished run is not run again
     again = train(make_cfg(*overrides, "resume=auto", fast=False, out=cut_dir))
     assert again == json.loads((cut_dir / "metrics.json").read_text())
