@@ -223,13 +223,16 @@ def finished_summary(run_dir: Path) -> dict[str, Any] | None:
     return summary if summary.get("status") == "ok" else None
 
 
-def _current_overrides() -> list[str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
+def _in_hydra() -> bool:
+    from hydra.core.hydra_config import HydraConfig
 
-        return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    except ValueError:
-        return []
+    return HydraConfig.initialized()
+
+
+def _current_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if _in_hydra() else []
 
 
 def merge_overrides(saved: DictConfig, overrides: Sequence[str], choices: dict[str, Any]) -> DictConfig:
@@ -270,8 +273,13 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, str | None, dict[str, Any] | N
     if mode in (None, "", "null"):
         return cfg, cfg.get("ckpt_path"), None
     run_dir = Path(cfg.paths.output_dir) if str(mode) == "auto" else Path(str(mode)).expanduser()
-    if str(mode) != "auto" and not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"resume={mode}: not a run directory (no {CONFIG_FILE}); pass a run's folder or resume=auto")
+    # under Hydra the run's config was there before this job iff Hydra wrote this job's to .hydra/resumed
+    existed = (run_dir / RESUMED_SUBDIR).is_dir() if _in_hydra() else (run_dir / CONFIG_FILE).is_file()
+    if str(mode) != "auto" and not existed:
+        raise ConfigError(
+            f"resume={mode}: not the folder of an earlier run (it had no {CONFIG_FILE}); pass a run's folder "
+            "(logs/train/runs/<time>) or resume=auto"
+        )
     done = finished_summary(run_dir)
     if done is not None:
         return cfg, None, done

@@ -78,3 +78,14 @@ def test_preempted_sweep_rerun_ends_like_an_uninterrupted_one(tmp_path, make_cfg
             assert swept[key] == alone[key], (job, key)
         weights = torch.load(sweep / str(job) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         assert all(torch.equal(weights[k], expected[k]) for k in expected)
+
+
+def test_slurm_trainer_config_builds_lightnings_requeueing_environment():
+    from hydra.utils import instantiate
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["trainer=slurm"])
+    (environment,) = instantiate(cfg.trainer.plugins)
+    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue

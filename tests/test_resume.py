@@ -150,6 +150,12 @@ def test_merge_overrides_applies_values_and_refuses_another_group():
         merge_overrides(saved, ["model=bert_base"], choices)
 
 
+def test_resume_of_a_folder_that_is_no_run_is_refused_in_one_line(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="not the folder of an earlier run") as info:
+        train(make_cfg(f"resume={tmp_path / 'nowhere'}"))
+    assert "\n" not in str(info.value)
+
+
 def test_second_sigint_stops_at_once():
     guard = Preemption(dirpath="unused")
     guard.request_stop(signal.SIGINT)
