@@ -122,21 +122,13 @@ class Preemption(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         try:
             if self._requested(trainer):
-                if not self._saved_each_epoch(trainer):
+                # last_checkpoint (conf/callbacks/default.yaml) wrote this epoch's end; save only if it did not
+                current = self.path.is_file() and checkpoint_step(self.path) == trainer.global_step
+                if not trainer.strategy.broadcast(current, src=0):
                     trainer.save_checkpoint(self.path)
                 raise RunInterrupted(self.signum or signal.SIGTERM, str(self.path), trainer.global_step)
         finally:
             self._restore_handlers()
-
-    def _saved_each_epoch(self, trainer: L.Trainer) -> bool:
-        """Whether a ModelCheckpoint writes this callback's file at every epoch end (``last_checkpoint``)."""
-        from lightning.pytorch.callbacks import ModelCheckpoint
-
-        return any(
-            isinstance(cb, ModelCheckpoint) and cb.monitor is None and cb.save_top_k == 1 and cb.dirpath is not None
-            and Path(cb.dirpath) / f"{cb.filename}{cb.FILE_EXTENSION}" == self.path
-            for cb in trainer.checkpoint_callbacks
-        )
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_handlers()
@@ -161,10 +153,22 @@ def run_identity(cfg: DictConfig, strategy_description: dict[str, Any]) -> dict[
 
 
 class RunIdentity(L.Callback):
-    """Writes :func:`run_identity` into every checkpoint (key ``sdbert_run``)."""
+    """Writes :func:`run_identity` into every checkpoint (key ``sdbert_run``), and keeps the latest
+    validation metrics in its callback state, so a run resumed after its last validation still reports them."""
 
     def __init__(self, identity: dict[str, Any]) -> None:
         self.identity = dict(identity)
+        self.last_val: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.last_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_val": dict(self.last_val)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_val = dict(state_dict.get("last_val", {}))
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[IDENTITY_KEY] = self.identity

@@ -43,6 +43,12 @@ def _best_epoch(ckpt: Any) -> int | None:
         return None
 
 
+def _saved_val(trainer: L.Trainer) -> dict[str, float]:
+    """The last validation metrics kept in the checkpoint (a run resumed after its last validation)."""
+    kept = [cb.last_val for cb in trainer.callbacks if isinstance(cb, resume.RunIdentity)]
+    return _scalars(kept[0]) if kept else {}
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, SelfDistillationModule, L.Trainer]:
     """Data, module (model + strategy) and trainer (callbacks, loggers) of one run."""
     output_dir = Path(cfg.paths.output_dir)
@@ -139,7 +145,7 @@ def _fit_and_test(
         "tested_checkpoint": tested or "last",
         "best_val_acc": _best_score(ckpt),
         "best_epoch": _best_epoch(ckpt),
-        "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")},
+        "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")} or _saved_val(trainer),
         "test": test_metrics,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "output_dir": str(output_dir),

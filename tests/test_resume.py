@@ -85,13 +85,16 @@ def _last_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
 
 
-@pytest.mark.parametrize(("strategy", "signal_step", "step"), [("sda", 1, 2), ("sdv", 3, 3), ("se", 4, 5)])
+@pytest.mark.parametrize(
+    ("strategy", "signal_step", "step"), [("sda", 1, 2), ("sdv", 3, 3), ("se", 4, 5), ("sda", 6, 6)]
+)
 def test_signal_then_resume_auto_ends_like_the_uninterrupted_run(make_cfg, tmp_path, strategy, signal_step, step):
     """Composed runs (5 micro-batches per epoch, 3 optimizer steps, the last one a single micro-batch).
     A SIGTERM sent after optimizer step ``signal_step`` stops the run at the next step boundary: in the
-    middle of epoch 0 (step 2), at its end (step 3: after its validation) or in epoch 1 (step 5). It
-    writes last.ckpt and status interrupted; resume=auto in the same folder ends with the same weights,
-    best score, best epoch, test metrics and predictions as the run that was never stopped."""
+    middle of epoch 0 (step 2), at its end (step 3: after its validation), in epoch 1 (step 5) or after
+    training, before the test (step 6). It writes last.ckpt and status interrupted; resume=auto in the
+    same folder ends with the same weights, best score, best epoch, test metrics and predictions as the
+    run that was never stopped."""
     overrides = [*RUN, f"strategy={strategy}", "teacher_size=2"]
     full = train(make_cfg(*overrides, fast=False, out=tmp_path / "full"))
     cut_dir = tmp_path / "cut"
