@@ -194,3 +194,28 @@ def test_cli_sigterm_exits_non_zero_and_resume_run_dir_continues_with_its_config
     full = train(make_cfg(*overrides, fast=False, out=tmp_path / "full"))
     for key in ("optimizer_steps", "best_val_acc", "best_epoch", "test"):
         assert resumed[key] == full[key], key
+
+
+def test_sampler_splits_the_global_order_across_ranks_and_resumes_mid_epoch():
+    from sdbert.data.batches import EpochSeededSampler
+
+    one = EpochSeededSampler(20, data_seed=7)
+    one.set_epoch(3)
+    order = list(one)
+    ranks = [EpochSeededSampler(20, data_seed=7, num_replicas=2, rank=r) for r in (0, 1)]
+    for sampler in ranks:
+        sampler.set_epoch(3)
+    shares = [list(s) for s in ranks]
+    for i in range(5):  # rank batches of 2 together are the one-process batch of 4
+        assert sorted(shares[0][2 * i : 2 * i + 2] + shares[1][2 * i : 2 * i + 2]) == sorted(order[4 * i : 4 * i + 4])
+    # an iterator's state after 6 indices continues with the 7th, also in a fresh sampler
+    it = iter(one)
+    seen = [next(it) for _ in range(6)]
+    state, iter_state = one.state_dict(), it.state_dict()
+    fresh = EpochSeededSampler(20, data_seed=7)
+    fresh.load_state_dict(state)
+    resumed = iter(fresh)
+    resumed.load_state_dict(iter_state)
+    assert seen + list(resumed) == order
+    with pytest.raises(ConfigError, match="data_seed=7, this run has data_seed=8"):
+        EpochSeededSampler(20, data_seed=8).load_state_dict(state)
