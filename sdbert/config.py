@@ -33,6 +33,26 @@ def run_tag(strategy: Any, teacher_size: Any, dataset: Any, seed: Any) -> str:
     return f"{strategy}{k}_{dataset}_seed{seed}_{process_id()}"
 
 
+def _resumes(resume: Any) -> bool:
+    return resume not in (None, "", "null")
+
+
+def _run_dir(resume: Any, default: str) -> str:
+    """``${sdbert_run_dir:${resume},<default>}``: Hydra's run directory; ``resume=RUN_DIR`` continues in RUN_DIR."""
+    return default if not _resumes(resume) or str(resume) == "auto" else str(resume)
+
+
+def _config_subdir(resume: Any, output_dir: str) -> str:
+    """``${sdbert_config_subdir:${resume},<output dir>}``: where Hydra writes the job's config. A resumed
+    run whose directory already holds its ``.hydra/config.yaml`` keeps it (sdbert.resume reads it) and
+    Hydra's view of the resuming command goes to ``.hydra/resumed``."""
+    from pathlib import Path
+
+    if _resumes(resume) and (Path(output_dir) / ".hydra" / "config.yaml").is_file():
+        return ".hydra/resumed"
+    return ".hydra"
+
+
 def register_resolvers() -> None:
     """Idempotent: safe to call from tests, train.py and the package import alike."""
     if not OmegaConf.has_resolver("paper_k"):
@@ -41,6 +61,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_tag", run_tag)
     if not OmegaConf.has_resolver("process_id"):
         OmegaConf.register_new_resolver("process_id", process_id)
+    if not OmegaConf.has_resolver("sdbert_run_dir"):
+        OmegaConf.register_new_resolver("sdbert_run_dir", _run_dir)
+    if not OmegaConf.has_resolver("sdbert_config_subdir"):
+        OmegaConf.register_new_resolver("sdbert_config_subdir", _config_subdir)
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:

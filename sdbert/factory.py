@@ -54,5 +54,7 @@ def build_module(
     )
 
 
-def build_trainer(cfg: DictConfig, loggers: list[Any]) -> L.Trainer:
-    return instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers)
+def build_trainer(cfg: DictConfig, loggers: list[Any], extra_callbacks: list[Any] = ()) -> L.Trainer:
+    """``cfg.trainer`` with the callbacks group (plus ``extra_callbacks``) and ``loggers``."""
+    callbacks = [*instantiate_group(cfg.get("callbacks")), *extra_callbacks]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)

@@ -82,6 +82,7 @@ class SelfDistillationModule(L.LightningModule):
         # sums of the training terms over the current optimizer step's micro-batches (see _log_step_means)
         self._step_sums: dict[str, Tensor] = {}
         self._step_batches = 0
+        self._skipping_step = False
 
     @staticmethod
     def _metric_id(stage: str, name: str, metric: str) -> str:
@@ -112,7 +113,30 @@ class SelfDistillationModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self._log_step_means()
-        self.strategy.before_optimizer_step(self.model)
+        # A step the fp16 gradient scaler skips (inf/nan gradients) is not a time step: θ_t is not recorded.
+        self._skipping_step = self._scaler_skips_step()
+        if not self._skipping_step:
+            self.strategy.before_optimizer_step(self.model)
+
+    def _grad_scaler(self) -> Any:
+        """The precision plugin's ``GradScaler`` (``precision=16-mixed``), or None."""
+        try:
+            plugin = self.trainer.precision_plugin
+        except RuntimeError:  # not attached to a trainer
+            return None
+        return getattr(plugin, "scaler", None)
+
+    def _scaler_skips_step(self) -> bool:
+        """Whether the gradient scaler (``precision=16-mixed``) will skip this optimizer step.
+
+        ``GradScaler.step`` skips exactly when an unscaled gradient is inf or nan; Lightning has unscaled
+        them before this hook (to clip), so the same test is made on the gradients here.
+        """
+        scaler = self._grad_scaler()
+        if scaler is None or not scaler.is_enabled():
+            return False
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return bool(grads) and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
     def _log_step_means(self) -> None:
         """Log train/loss, train/ce, train/mse, train/logit_abs_mean once per optimizer step (time step t),
@@ -120,12 +144,16 @@ class SelfDistillationModule(L.LightningModule):
         if not self._step_batches:
             return
         for key, total in self._step_sums.items():
-            self.log(f"train/{key}", total / self._step_batches, on_step=True, on_epoch=False, prog_bar=key == "loss")
+            self.log(
+                f"train/{key}", total / self._step_batches, on_step=True, on_epoch=False, prog_bar=key == "loss",
+                sync_dist=True,  # the mean over ranks under data parallelism (a no-op on one device)
+            )
         self._step_sums, self._step_batches = {}, 0
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        self.strategy.after_optimizer_step(self.model)
+        if not self._skipping_step:
+            self.strategy.after_optimizer_step(self.model)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[STRATEGY_STATE_KEY] = self.strategy.state_dict()
@@ -233,8 +261,13 @@ class SelfDistillationModule(L.LightningModule):
         In evaluation (length) order; ``rows[i]`` is example i's row index in the raw test split (the
         dataset's split as loaded: a hub split, a local file's data rows, the embedded copy), so the
         predictions join back to the user's data.
+
+        Every rank evaluates the whole test set in the same order (no distributed sampler on evaluation
+        sets), so rank 0's predictions are complete and it alone writes them.
         """
         assert self.prediction_dir is not None
+        if not self.trainer.is_global_zero:
+            return
         self.prediction_dir.mkdir(parents=True, exist_ok=True)
         out: dict[str, Any] = {
             "probs": torch.cat(self._predictions[stage]),
@@ -249,8 +282,6 @@ class SelfDistillationModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with two learning rates (encoder, softmax layer), no decay on bias/LayerNorm,
         linear warm-up over the first ``warmup_proportion`` of optimizer steps, then linear decay."""
-        from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
-
         o = self.optim
         groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
         for name, p in self.model.named_parameters():
@@ -266,8 +297,10 @@ class SelfDistillationModule(L.LightningModule):
             }
             for (part, decay), params in sorted(groups.items())
         ]
-        # the fused kernel does the whole update in one pass (CPU and CUDA); timings in README "Measured"
-        fused = o.get("fused", True) and self.device.type in ("cpu", "cuda")
+        # the fused kernel does the whole update in one pass (CPU and CUDA); timings in README "Measured".
+        # Under fp16's gradient scaler a fused AdamW unscales internally, so Lightning cannot clip its
+        # gradients: there the multi-tensor (foreach) AdamW runs instead, clipped after unscaling.
+        fused = o.get("fused", True) and self.device.type in ("cpu", "cuda") and self._grad_scaler() is None
         optimizer = torch.optim.AdamW(
             param_groups,
             lr=o["encoder_lr"],
@@ -275,13 +308,50 @@ class SelfDistillationModule(L.LightningModule):
             eps=o.get("adam_eps", 1e-6),
             fused=fused or None,
         )
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = round(o.get("warmup_proportion", 0.1) * total)
-        schedule = o.get("schedule", "linear")
-        if schedule == "linear":
-            scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
-        elif schedule == "constant":  # flat after warm-up: isolates the teacher dynamics in probes
-            scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
-        else:
-            raise ConfigError(f"optim.schedule must be 'linear' or 'constant' (got {schedule!r})")
+        schedule = LinearSchedule(o.get("warmup_proportion", 0.1), o.get("schedule", "linear"))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        # The schedule's length is read here, after a checkpoint's loops and data loader state are restored:
+        # asking Lightning for it in configure_optimizers would build the training data loader before the
+        # restore, and Lightning would then never load the saved loader position (Lightning issue #20550).
+        total = int(self.trainer.estimated_stepping_batches)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            for schedule in getattr(scheduler, "lr_lambdas", []):
+                if isinstance(schedule, LinearSchedule):
+                    schedule.total = total
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                for group, base, factor in zip(
+                    scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+                ):
+                    group["lr"] = base * factor(scheduler.last_epoch)
+
+
+class LinearSchedule:
+    """The learning-rate factor at optimizer step t: linear warm-up over ``warmup_proportion`` of the
+    ``total`` steps, then linear decay to 0 (``linear``) or flat (``constant``; isolates the teacher
+    dynamics in probes). The formulas of transformers' ``get_linear_schedule_with_warmup`` /
+    ``get_constant_schedule_with_warmup``.
+
+    ``total`` is set when training starts (``SelfDistillationModule.on_train_start``); until then the
+    factor is 0. Its attributes are plain values, so ``LambdaLR`` saves and restores them in checkpoints.
+    """
+
+    def __init__(self, warmup_proportion: float, kind: str = "linear") -> None:
+        if kind not in ("linear", "constant"):
+            raise ConfigError(f"optim.schedule must be 'linear' or 'constant' (got {kind!r})")
+        self.warmup_proportion = float(warmup_proportion)
+        self.kind = kind
+        self.total: int | None = None
+
+    def __call__(self, step: int) -> float:
+        if self.total is None:
+            return 0.0
+        warmup = round(self.warmup_proportion * self.total)
+        if step < warmup:
+            return float(step) / float(max(1, warmup))
+        if self.kind == "constant":
+            return 1.0
+        return max(0.0, float(self.total - step) / float(max(1, self.total - warmup)))

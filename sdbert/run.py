@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from sdbert import checks, factory, loggers
+from sdbert import checks, factory, loggers, resume
 from sdbert.checkpointing import check_checkpoint
 from sdbert.errors import RunDirInUse, SdbertError, disk_full_error
 from sdbert.io import write_json
@@ -45,6 +45,12 @@ def _best_epoch(ckpt: Any) -> int | None:
         return None
 
 
+def _saved_val(trainer: L.Trainer) -> dict[str, float]:
+    """The last validation metrics kept in the checkpoint (a run resumed after its last validation)."""
+    kept = [cb.last_val for cb in trainer.callbacks if isinstance(cb, resume.RunIdentity)]
+    return _scalars(kept[0]) if kept else {}
+
+
 class RunHooks:
     """Extra steps around one run, for tools above this layer (e.g. ``export=true``, :mod:`sdbert.export`).
 
@@ -61,15 +67,16 @@ class RunHooks:
 
 
 def build(
-    cfg: DictConfig, hooks: RunHooks | None = None
+    cfg: DictConfig, hooks: RunHooks | None = None, ckpt_path: str | None = None
 ) -> tuple[L.LightningDataModule, SelfDistillationModule, L.Trainer]:
-    """Data, module (model + strategy) and trainer (callbacks, loggers) of one run.
+    """Data, module (model + strategy) and trainer (callbacks, loggers) of one run; ``ckpt_path`` is the
+    checkpoint it continues from (``ckpt_path=`` or found by ``resume=``).
 
     Everything that can be checked without data is checked first (sdbert.checks, the run directory, the
     resume checkpoint, the hooks), so bad input fails in one line before any data is prepared.
     """
     output_dir = Path(cfg.paths.output_dir)
-    check_fresh(output_dir, cfg.get("ckpt_path"))
+    check_fresh(output_dir, ckpt_path)
     output_dir.mkdir(parents=True, exist_ok=True)
     checks.check_config(cfg)
     strategy = factory.build_strategy(cfg)  # validates K and λ before anything slow happens
@@ -82,45 +89,78 @@ def build(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = factory.build_datamodule(cfg)
     module = factory.build_module(cfg, strategy, prediction_dir=output_dir / PREDICTIONS_DIR)
-    if cfg.get("ckpt_path"):
-        check_checkpoint(cfg.ckpt_path, module, STRATEGY_STATE_KEY)
+    if ckpt_path:
+        check_checkpoint(ckpt_path, module, STRATEGY_STATE_KEY)  # readable, sdbert's, the same shapes
+        resume.check_fits(ckpt_path, resume.run_identity(cfg, strategy.describe()))  # strategy, K, model, labels
     run_loggers = factory.instantiate_group(cfg.get("logger"))
     loggers.describe_wandb_runs(run_loggers, cfg, strategy.describe())
-    return datamodule, module, factory.build_trainer(cfg, run_loggers)
+    identity = resume.RunIdentity(resume.run_identity(cfg, strategy.describe()))
+    return datamodule, module, factory.build_trainer(cfg, run_loggers, extra_callbacks=[identity])
 
 
 def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     """Fit and test one configuration; write ``metrics.json`` into the run directory and return it.
 
     A W&B run (``logger=wandb``) is finished before this returns or raises, so every Hydra job of a
-    sweep is its own run.
+    sweep is its own run. With ``resume`` set the run continues (see :func:`sdbert.resume.prepare`); a
+    run stopped by a signal writes ``"status": "interrupted"`` and raises :class:`~sdbert.resume.RunInterrupted`.
     """
     start = time.perf_counter()
+    cfg, ckpt_path, finished = resume.prepare(cfg)
+    if finished is not None:
+        log.info("sdbert: %s already finished (metrics.json status ok); not run again", cfg.paths.output_dir)
+        return finished
     output_dir = Path(cfg.paths.output_dir)
     trainer: L.Trainer | None = None
+    # continuing in its own folder: keep the CSV rows logged before the checkpoint (the logger deletes them)
+    in_place = bool(ckpt_path) and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve())
+    resumed_step = resume.checkpoint_step(ckpt_path) if in_place else None
+    earlier_log = resume.set_aside_log(output_dir) if in_place else None
     try:
-        datamodule, module, trainer = build(cfg, hooks)
-        summary = _fit_and_test(cfg, datamodule, module, trainer, start)
+        datamodule, module, trainer = build(cfg, hooks, ckpt_path)
+        summary = _fit_and_test(cfg, datamodule, module, trainer, start, ckpt_path)
         if hooks is not None:
             hooks.after_test(cfg, summary)
+    except resume.RunInterrupted as stop:
+        loggers.finish_failed(trainer.loggers if trainer is not None else [])
+        _rank_zero_write(output_dir / SUMMARY_FILE, {
+            "status": "interrupted", "error": str(stop), "checkpoint": stop.checkpoint,
+            "optimizer_steps": stop.step, "output_dir": str(output_dir),
+        })
+        raise
     except BaseException:
         loggers.finish_failed(trainer.loggers if trainer is not None else [])
         raise
-    write_json(output_dir / SUMMARY_FILE, summary)
+    finally:
+        resume.restore_log(output_dir, earlier_log, resumed_step)
+    _rank_zero_write(output_dir / SUMMARY_FILE, summary)
     return summary
 
 
+def _rank_zero_write(path: Path, payload: dict[str, Any]) -> None:
+    """metrics.json is the run's, written once (by global rank 0 under data parallelism)."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        write_json(path, payload)
+
+
 def _fit_and_test(
-    cfg: DictConfig, datamodule: L.LightningDataModule, module: SelfDistillationModule, trainer: L.Trainer, start: float
+    cfg: DictConfig,
+    datamodule: L.LightningDataModule,
+    module: SelfDistillationModule,
+    trainer: L.Trainer,
+    start: float,
+    ckpt_path: str | None = None,
 ) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = _scalars(trainer.callback_metrics)
     ckpt = trainer.checkpoint_callback
     test_ckpt = cfg.get("test_ckpt", "best")
     best_path = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
-    ckpt_path = (best_path or None) if test_ckpt == "best" else None
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    tested = (best_path or None) if test_ckpt == "best" else None
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False)
     test_metrics: dict[str, float] = {}
     for res in results:
         test_metrics.update(_scalars(res))
@@ -134,10 +174,10 @@ def _fit_and_test(
         "data_seed": cfg.data_seed,
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
-        "tested_checkpoint": ckpt_path or "last",
+        "tested_checkpoint": tested or "last",
         "best_val_acc": _best_score(ckpt),
         "best_epoch": _best_epoch(ckpt),
-        "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")},
+        "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")} or _saved_val(trainer),
         "test": test_metrics,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "output_dir": str(output_dir),
@@ -165,6 +205,10 @@ def main_job(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any] |
     output_dir = Path(cfg.paths.output_dir)
     try:
         summary = train(cfg, hooks)
+    except resume.RunInterrupted as stop:
+        # never "finished": a scheduler must see a stopped job (and a sweep stops with it)
+        print(f"sdbert: {stop}; continue with resume={cfg.paths.output_dir}", file=sys.stderr)
+        raise SystemExit(stop.exit_code) from None
     except Exception as err:
         known = _one_line_error(err, output_dir)
         multirun = _in_multirun()
@@ -177,12 +221,15 @@ def main_job(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any] |
         if not isinstance(err, RunDirInUse):
             failure = {"status": "failed", "error": message, "error_type": type(known or err).__name__}
             output_dir.mkdir(parents=True, exist_ok=True)
-            write_json(output_dir / SUMMARY_FILE, failure)
+            _rank_zero_write(output_dir / SUMMARY_FILE, failure)
         print(f"sdbert: error: {message}", file=sys.stderr)
         if multirun:
             return None
         raise SystemExit(1) from None
-    print_summary(summary)
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print_summary(summary)
     return summary
 
 

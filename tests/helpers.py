@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -53,3 +56,45 @@ class RandomTokens(Dataset):
 
 def loader(n: int = 32, batch_size: int = 4, seed: int = 0) -> DataLoader:
     return DataLoader(RandomTokens(n=n, seed=seed), batch_size=batch_size, shuffle=False)
+
+
+def seeded_loader(n: int = 32, batch_size: int = 4, data_seed: int = 0, seed: int = 0):
+    """RandomTokens in the run's training order: ``EpochSeededSampler`` under a ``StatefulDataLoader`` (resumable)."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    from sdbert.data.batches import EpochSeededSampler
+
+    data = RandomTokens(n=n, seed=seed)
+    return StatefulDataLoader(data, batch_size=batch_size, sampler=EpochSeededSampler(n, data_seed))
+
+
+class SignalAt(Callback):
+    """Sends ``signum`` to this process when optimizer step ``step`` completes (for composed configs:
+    ``+callbacks.kill._target_=tests.helpers.SignalAt +callbacks.kill.step=3``)."""
+
+    def __init__(self, step: int, signum: int = 15) -> None:
+        self.step, self.signum, self._start = int(step), int(signum), -1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._start = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._start == self.step - 1 and trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+class DumpRankState(Callback):
+    """At the end of training, saves this rank's parameters and teacher-strategy state to
+    ``<dirpath>/rank<global rank>.pt`` (to compare the ranks of a data-parallel run)."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+
+    def on_train_end(self, trainer, pl_module):
+        state = {
+            "params": [p.detach().clone() for p in pl_module.model.parameters()],
+            "strategy": pl_module.strategy.state_dict(),
+            "global_step": trainer.global_step,
+            "world_size": trainer.world_size,
+        }
+        torch.save(state, os.path.join(self.dirpath, f"rank{trainer.global_rank}.pt"))

@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "data": 2, "classifier": 2, "averaging": 2, "checks": 2,
     "strategies": 3,
     "module": 4,
-    "callbacks": 5, "loggers": 5,
+    "callbacks": 5, "loggers": 5, "resume": 5,
     "factory": 6, "summary": 6,
     "console": 1,
     "run": 7, "sweep": 7, "trained": 7,

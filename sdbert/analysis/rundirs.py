@@ -46,6 +46,7 @@ IGNORED_KEYS = (
     "tags",
     "task_name",
     "ckpt_path",
+    "resume",
     "trainer.default_root_dir",
     "trainer.enable_progress_bar",
     "dataset.num_workers",

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from sdbert.errors import ConfigError
+
 
 def epoch_seed(data_seed: int, epoch: int) -> int:
     """The torch seed for one epoch's shuffle: a function of (data_seed, epoch) only."""
@@ -18,28 +20,118 @@ def epoch_seed(data_seed: int, epoch: int) -> int:
 
 
 class EpochSeededSampler(Sampler[int]):
-    """Shuffles with a generator seeded from (data_seed, epoch).
+    """Shuffles with a generator seeded from (data_seed, epoch); optionally this rank's share of it.
 
-    Lightning calls ``set_epoch`` at the start of every epoch, so a run resumed at an epoch
-    boundary sees exactly the order the uninterrupted run would have seen, and the order never
-    depends on the model/initialisation seed.
+    Lightning calls ``set_epoch`` at the start of every epoch, so the order never depends on the
+    model/initialisation seed. The sampler and its iterators are *stateful* (``state_dict`` /
+    ``load_state_dict``, the protocol of torchdata's ``StatefulDataLoader``, whose state Lightning saves
+    in every checkpoint): a run resumed from a checkpoint taken in the middle of an epoch continues that
+    epoch's order at the next unseen example, and a resumed run ends where the uninterrupted one would.
+
+    With ``num_replicas`` > 1 (data-parallel training) rank ``rank`` takes every ``num_replicas``-th index
+    of the global permutation, starting at ``rank`` (as ``DistributedSampler`` does), so the union of the
+    ranks' i-th batches is the global order's i-th batch of ``num_replicas`` × the per-rank batch size.
+    The permutation is padded by wrapping around so every rank gets the same number of examples.
     """
 
-    def __init__(self, num_samples: int, data_seed: int) -> None:
-        self.num_samples = int(num_samples)
+    def __init__(self, num_samples: int, data_seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        if not 0 <= int(rank) < int(num_replicas):
+            raise ValueError(f"rank {rank} is outside 0..{int(num_replicas) - 1}")
+        self.total = int(num_samples)
         self.data_seed = int(data_seed)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
         self.epoch = 0
+        self.num_samples = -(-self.total // self.num_replicas)  # per rank, ceil
+        self._live: _EpochIterator | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[int]:
+    def order(self, epoch: int | None = None) -> list[int]:
+        """This rank's indices for ``epoch`` (default: the current epoch)."""
         gen = torch.Generator()
-        gen.manual_seed(epoch_seed(self.data_seed, self.epoch))
-        return iter(torch.randperm(self.num_samples, generator=gen).tolist())
+        gen.manual_seed(epoch_seed(self.data_seed, self.epoch if epoch is None else epoch))
+        perm = torch.randperm(self.total, generator=gen).tolist()
+        if self.num_replicas > 1:
+            padded = self.num_samples * self.num_replicas
+            perm = (perm * (-(-padded // max(len(perm), 1))))[:padded]
+            perm = perm[self.rank :: self.num_replicas]
+        return perm
+
+    def __iter__(self) -> Iterator[int]:
+        self._live = _EpochIterator(self)
+        return self._live
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the order depends on, and the epoch the next iterator starts: the current one, or the
+        next one once the current epoch's indices are all handed out (the position within an epoch is
+        the iterator's state)."""
+        live = self._live
+        epoch = self.epoch if live is None else live.epoch + int(live.exhausted)
+        return {"data_seed": self.data_seed, "total": self.total, "num_replicas": self.num_replicas, "epoch": epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Refuses a state made for another order (data_seed, training-set size or number of ranks)."""
+        for key in ("data_seed", "total", "num_replicas"):
+            mine = getattr(self, key)
+            if key in state and int(state[key]) != mine:
+                raise ConfigError(
+                    f"the checkpoint's training order was made with {key}={state[key]}, this run has {key}={mine}; "
+                    "resume with the run's own data_seed, dataset subset and number of devices"
+                )
+        self.epoch = int(state.get("epoch", self.epoch))
+
+
+class _EpochIterator(Iterator[int]):
+    """One epoch's indices that remembers how far it got (torchdata's ``Stateful`` protocol).
+
+    The epoch is read from the sampler at the first index, not when the iterator is made: torchdata
+    makes it eagerly, before Lightning's ``set_epoch`` for the epoch about to run. Its state is
+    (epoch, yielded): restoring it rebuilds that epoch's order and skips what was seen; a state saved
+    after the epoch's last index leaves the next epoch (the sampler's) to start from its beginning.
+    """
+
+    def __init__(self, sampler: EpochSeededSampler) -> None:
+        self.sampler = sampler
+        self._epoch: int | None = None
+        self.indices: list[int] = []
+        self.yielded = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch if self._epoch is None else self._epoch
+
+    def _start(self, epoch: int) -> None:
+        self._epoch = epoch
+        self.indices = self.sampler.order(epoch)
+
+    @property
+    def exhausted(self) -> bool:
+        return self._epoch is not None and self.yielded >= len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        if self._epoch is None:
+            self._start(self.sampler.epoch)
+        if self.yielded >= len(self.indices):
+            raise StopIteration
+        self.yielded += 1
+        return self.indices[self.yielded - 1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["yielded"]) >= len(self.sampler.order(int(state["epoch"]))):
+            return  # saved after the epoch's last index: the next epoch starts from its beginning
+        self._start(int(state["epoch"]))
+        self.yielded = int(state["yielded"])
 
 
 def by_length(data: Any) -> list[int]:

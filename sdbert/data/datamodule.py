@@ -186,12 +186,16 @@ class TextClassificationDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- lightning hooks
 
     def prepare_data(self) -> None:
-        """Download (hub) or materialise (embedded) the raw data, once per node.
+        """Download (hub) or materialise (embedded) the raw data and tokenise the splits, once per node.
 
-        The loaded splits are kept, so a single-process ``setup`` does not ask the hub again (an
-        unreachable hub is slow to give up); other processes load them in ``setup``.
+        Lightning calls this on one process per node and holds the others at a barrier; they then load
+        the raw data and the token caches from disk in ``setup``. The loaded splits are kept, so a
+        single-process ``setup`` does not ask the hub again (an unreachable hub is slow to give up).
         """
         self._raw_dict()
+        trainer = getattr(self, "trainer", None)
+        stage = getattr(trainer.state.fn, "value", None) if trainer is not None else None
+        self.setup(stage or "fit")
 
     def setup(self, stage: str | None = None) -> None:
         """Build (or load from the on-disk cache) the splits this stage needs."""
@@ -206,10 +210,24 @@ class TextClassificationDataModule(L.LightningDataModule):
             self._tests = {key: self._tokenized(key, self.rows.test(key, raw)) for key, raw in self.test_splits.items()}
 
     def train_dataloader(self) -> DataLoader:
+        """The data_seed order, this rank's share of it under data parallelism, resumable mid-epoch.
+
+        A torchdata ``StatefulDataLoader``: Lightning saves its position in every checkpoint and restores
+        it, so a run resumed mid-epoch continues with the next unseen batch (see ``EpochSeededSampler``).
+        """
         data = self.train_dataset
-        if self._sampler is None or len(self._sampler) != len(data):
-            self._sampler = EpochSeededSampler(len(data), self.data_seed)
-        return self._loader(data, self.batch_size, sampler=self._sampler)
+        world, rank = self._replicas()
+        sampler = self._sampler
+        if sampler is None or sampler.total != len(data) or (sampler.num_replicas, sampler.rank) != (world, rank):
+            self._sampler = EpochSeededSampler(len(data), self.data_seed, num_replicas=world, rank=rank)
+        return self._loader(data, self.batch_size, sampler=self._sampler, stateful=True)
+
+    def _replicas(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached trainer; (1, 0) outside one."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, self.eval_batch_size, sampler=by_length(self.val_dataset))
@@ -219,8 +237,12 @@ class TextClassificationDataModule(L.LightningDataModule):
             self._loader(ds, self.eval_batch_size, sampler=by_length(ds)) for ds in self.test_datasets.values()
         ]
 
-    def _loader(self, data: Any, batch_size: int, sampler: Sampler[int] | None = None) -> DataLoader:
-        return DataLoader(
+    def _loader(
+        self, data: Any, batch_size: int, sampler: Sampler[int] | list[int] | None = None, stateful: bool = False
+    ) -> DataLoader:
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        return (StatefulDataLoader if stateful else DataLoader)(
             data,
             batch_size=batch_size,
             sampler=sampler,
