@@ -166,7 +166,8 @@ def model_card(trained: Trained, which: str) -> str:
         ("dataset", f"{cfg.dataset.name} (text fields: {', '.join(trained.text_fields)}; max_length "
                     f"{trained.max_length}, truncated on the right)"),
         ("labels", ", ".join(trained.label_names)),
-        ("base model", str(cfg.model.name_or_path)),
+        ("base model", str(cfg.model.name_or_path)
+         + (" (geometry changed and randomly initialised: model.random_init)" if cfg.model.get("random_init") else "")),
         ("strategy", str(strategy.get("strategy"))),
         ("K (teacher_size)", str(strategy.get("teacher_size", "-"))),
         ("λ (distill_weight)", str(strategy.get("distill_weight", "-"))),

@@ -613,7 +613,7 @@ def test_train_loader_batches_are_padded_per_batch(tok: Any, tmp_path: Path) -> 
     assert len(batches) == 3
     for batch in batches:
         assert type(batch) is dict
-        assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
+        assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "row"}
         lengths = batch["attention_mask"].sum(1)
         assert batch["input_ids"].shape[1] == int(lengths.max())  # padded to the batch's longest only
         assert batch["labels"].dtype == torch.long
@@ -621,6 +621,11 @@ def test_train_loader_batches_are_padded_per_batch(tok: Any, tmp_path: Path) -> 
         assert bool((pads == tok.pad_token_id).all())
     seen = torch.cat([b["attention_mask"].sum(1) for b in batches]).tolist()
     assert sorted(seen) == sorted(len(tok(r["text"])["input_ids"]) for r in rows)
+    # each example carries its row in the raw split: its text and label are that row's
+    for batch in batches:
+        for row, n, label in zip(batch["row"].tolist(), batch["attention_mask"].sum(1).tolist(),
+                                 batch["labels"].tolist(), strict=True):
+            assert n == len(tok(rows[row]["text"])["input_ids"]) and label == rows[row]["label"]
 
     # The same data_seed and epoch give the same order in a fresh datamodule; another epoch does not.
     again = _dm(tok, folder, tmp_path / "c", batch_size=4, data_seed=3)
