@@ -52,6 +52,10 @@ IGNORED_KEYS = (
     "dataset.num_workers",
     "dataset.eval_batch_size",
     "dataset._convert_",
+    "export",
+    "optimized_metric",
+    "trainer.plugins",
+    "model.label",
 )
 #: Keys that make up the training method (strategy, K, λ); the rest of a setup is its context.
 METHOD_KEYS = ("strategy", "teacher_size", "distill_weight")
