@@ -364,7 +364,7 @@ def test_a_crashing_sweep_job_is_recorded_and_the_sweep_goes_on(make_cfg, monkey
     """Not only one-line errors: a bug's traceback goes to the job's log, its folder says failed."""
     from sdbert import run
 
-    def crash(cfg: Any) -> None:
+    def crash(cfg: Any, hooks: Any = None) -> None:
         raise RuntimeError("a bug\nover two lines")
 
     monkeypatch.setattr(run, "train", crash)
