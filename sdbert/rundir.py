@@ -6,8 +6,8 @@ differ in their seed, and two identical ones in the per-process id.
 
 A folder *holds a run* when it has a finished run's ``metrics.json`` or any checkpoint. Starting a new
 run there is refused in one line (:class:`~sdbert.errors.RunDirInUse`) before Hydra writes anything into
-it, unless the run resumes from a checkpoint inside that folder (``ckpt_path=<dir>/checkpoints/...``:
-the hook :func:`is_resuming` decides, so resume logic can widen it).
+it, unless the run resumes that run: ``resume=auto`` / ``resume=RUN_DIR`` (sdbert.resume), or a
+``ckpt_path=<dir>/checkpoints/...`` inside that folder (:func:`is_resuming` decides).
 """
 
 from __future__ import annotations
@@ -45,8 +45,11 @@ def holds_run(folder: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def is_resuming(folder: str | os.PathLike[str], ckpt_path: Any) -> bool:
-    """Whether ``ckpt_path`` lies inside ``folder``: the run continues that run, so the folder is its own."""
+def is_resuming(folder: str | os.PathLike[str], ckpt_path: Any, resume: Any = None) -> bool:
+    """Whether this run continues the one in ``folder`` (``resume`` set, or ``ckpt_path`` inside ``folder``),
+    so the folder is its own."""
+    if resume not in (None, "", "null"):
+        return True
     if not ckpt_path:
         return False
     try:
@@ -55,14 +58,14 @@ def is_resuming(folder: str | os.PathLike[str], ckpt_path: Any) -> bool:
         return False
 
 
-def check_fresh(folder: str | os.PathLike[str], ckpt_path: Any = None) -> None:
+def check_fresh(folder: str | os.PathLike[str], ckpt_path: Any = None, resume: Any = None) -> None:
     """Raise :class:`RunDirInUse` when ``folder`` holds another run and this run does not resume it."""
     held = holds_run(folder)
-    if held is None or is_resuming(folder, ckpt_path):
+    if held is None or is_resuming(folder, ckpt_path, resume):
         return
     raise RunDirInUse(
         f"run directory {folder} already holds a run ({held}); start this one elsewhere (drop hydra.run.dir for "
-        "a fresh folder) or resume that run with ckpt_path=<that dir>/checkpoints/last.ckpt"
+        "a fresh folder) or continue that run with resume=<that dir>"
     )
 
 
@@ -90,12 +93,12 @@ class FreshRunDir(Callback):  # type: ignore[misc,valid-type]
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = _select(config, "hydra.run.dir")
         if folder is not None:
-            self._refuse_if_held(folder, config.get("ckpt_path"))
+            self._refuse_if_held(folder, config.get("ckpt_path"), config.get("resume"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = _select(config, "hydra.sweep.dir")
-        if folder is None or not Path(folder).is_dir():
-            return
+        if folder is None or not Path(folder).is_dir() or is_resuming(folder, None, config.get("resume")):
+            return  # resume=auto: finished jobs are skipped, cut-off ones continue (sdbert.resume)
         held = [str(job) for job in sorted(Path(folder).iterdir()) if job.is_dir() and holds_run(job)]
         if held:
             print(
@@ -106,9 +109,9 @@ class FreshRunDir(Callback):  # type: ignore[misc,valid-type]
             raise SystemExit(1)
 
     @staticmethod
-    def _refuse_if_held(folder: str, ckpt_path: Any) -> None:
+    def _refuse_if_held(folder: str, ckpt_path: Any, resume: Any = None) -> None:
         try:
-            check_fresh(folder, ckpt_path)
+            check_fresh(folder, ckpt_path, resume)
         except RunDirInUse as err:
             print(f"sdbert: error: {err}", file=sys.stderr)
             raise SystemExit(1) from None
