@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from sdbert.data import cache
-from sdbert.data.batches import EpochSeededSampler, PaddingCollator, by_length
+from sdbert.data.batches import EpochSeededSampler, LengthGroupedSampler, PaddingCollator, by_length, token_lengths
 from sdbert.data.selection import RowSelector, Selection
 from sdbert.errors import ConfigError, DataError
 from sdbert.paths import cache_dir as _cache_root
@@ -55,6 +55,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         batch_size: int = 4,
         eval_batch_size: int = 64,
         num_workers: int = 0,
+        group_by_length: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
@@ -80,6 +81,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
+        self.group_by_length = bool(group_by_length)
         self.cache_root = _cache_root(cache_dir)
         self._check_config()
 
@@ -101,7 +103,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self._train: Any = None
         self._val: Any = None
         self._tests: dict[str, Any] | None = None
-        self._sampler: EpochSeededSampler | None = None
+        self._sampler: EpochSeededSampler | LengthGroupedSampler | None = None
 
     # ----------------------------------------------------------------- config
 
@@ -208,7 +210,10 @@ class TextClassificationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data = self.train_dataset
         if self._sampler is None or len(self._sampler) != len(data):
-            self._sampler = EpochSeededSampler(len(data), self.data_seed)
+            if self.group_by_length:
+                self._sampler = LengthGroupedSampler(token_lengths(data), self.batch_size, self.data_seed)
+            else:
+                self._sampler = EpochSeededSampler(len(data), self.data_seed)
         return self._loader(data, self.batch_size, sampler=self._sampler)
 
     def val_dataloader(self) -> DataLoader:
