@@ -194,3 +194,38 @@ def test_group_by_length_option_reaches_the_train_loader(make_cfg):
         dm.train_dataset
     )
     assert sum(len(batch["labels"]) for batch in grouped) == len(dm.train_dataset)
+
+
+# -- the end-to-end benchmark -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("loop", "strategy"), [("plain", "base"), ("hf", "base"), ("sdbert", "sdv5_batched")])
+def test_benchmark_loops_run_the_requested_steps(loop, strategy, tmp_path):
+    """Each loop trains the tiny random BERT for warmup + steps optimizer steps on the same batches and
+    reports consistent counts (never a time)."""
+    pytest.importorskip("accelerate")
+    from sdbert.bench.e2e import Job, parse_args, run_job, table
+
+    args = parse_args(["--geometry", "tiny", "--data", "synthetic", "--seq", "16", "--batch", "4",
+                       "--steps", "2", "--warmup", "1", "--device", "cpu"])
+    result = run_job(args, Job(loop, strategy), seq=16)
+    assert result.steps == 2 and result.seq == 16
+    assert result.padded_over_real == 1.0  # synthetic sequences are full length
+    assert result.real_tokens_per_s == pytest.approx(result.samples_per_s * 16, rel=0.01)
+    if loop == "sdbert":
+        assert result.extra == {"optimizer_steps": 3, "batched_teachers": True}
+    assert f"| 16 | {loop} | {strategy} |" in table([result])
+
+
+def test_benchmark_token_counts_follow_the_sampler(make_cfg):
+    """Real / processed tokens of the timed batches are those of the training loader's epoch-0 batches."""
+    from sdbert.bench.e2e import Data, parse_args
+
+    cfg = make_cfg("dataset.max_length=512")  # bbc_news articles: lengths vary below 512
+    args = parse_args(["--steps", "2", "--warmup", "1", "--batch", str(cfg.dataset.batch_size)])
+    data = Data(cfg, args, seq=cfg.dataset.max_length)
+    batches = list(data.loader)
+    real = sum(int(b["attention_mask"].sum()) for b in batches[1:3])
+    processed = sum(b["attention_mask"].numel() for b in batches[1:3])
+    assert data.tokens(1, 3) == (real, processed)
+    assert processed > real
