@@ -118,6 +118,11 @@ def test_batched_teachers_switch():
         assert SelfDistillationVoted(teacher_size=2, batched_teachers=value).batched_teachers is want
     with pytest.raises(ConfigError, match="batched_teachers must be auto, true or false"):
         SelfDistillationVoted(teacher_size=2, batched_teachers="sometimes")
+    model = tiny_bert_classifier()
+    for value, want in (("auto", True), (False, False)):  # auto batches on CPU (BENCHMARKS.md)
+        strategy = SelfDistillationVoted(teacher_size=2, batched_teachers=value)
+        strategy.setup(model)
+        assert strategy.runs_batched is want
 
 
 def test_batched_and_sequential_checkpoints_are_interchangeable():

@@ -305,7 +305,7 @@ def run_sdbert(cfg: Any, data: Data, clock: Clock, args: argparse.Namespace) -> 
     else:
         trainer.fit(module, train_dataloaders=data.loader)
     extra = {"optimizer_steps": trainer.global_step}
-    batched = getattr(strategy, "_batched", None)
+    batched = getattr(strategy, "runs_batched", None)
     if batched is not None:
         extra["batched_teachers"] = batched
     return extra

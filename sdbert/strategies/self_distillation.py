@@ -209,6 +209,11 @@ class SelfDistillationVoted(_SelfDistillation):
     def has_teacher(self) -> bool:
         return self.ring is not None and self.ring.count > 0
 
+    @property
+    def runs_batched(self) -> bool:
+        """Whether the K teacher passes run as one vmapped pass (``auto`` is resolved at ``setup``)."""
+        return self._batched
+
     def before_optimizer_step(self, model: nn.Module) -> None:
         assert self.ring is not None, "setup() was not called"
         self.ring.push(self._student)
