@@ -158,9 +158,10 @@ def batch_by_default(device: torch.device) -> bool:
     """``batched_teachers=auto``: batched on CUDA and CPU, sequential on other devices (BENCHMARKS.md).
 
     Measured: one vmapped pass over K = 5 snapshots took half the time of five sequential passes on
-    the 2-core CPU (MiniLM, batch 16) despite CPU attention's missing vmap batching rule (torch loops
-    there); on a GPU the issue measured 2.6× at BERT-base seq 128. Devices without that measurement
-    (MPS, XLA, …) keep the sequential passes.
+    the loaded 2-core CPU at the main job's SNLI lengths (MiniLM, batch 16; ~7 % more at full
+    128-token sequences), despite CPU attention's missing vmap batching rule (torch loops there); on a
+    GPU the issue measured 2.6× at BERT-base seq 128. Devices without a measurement (MPS, XLA, …) keep
+    the sequential passes.
     """
     return device.type in ("cuda", "cpu")
 
