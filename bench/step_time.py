@@ -5,6 +5,7 @@ LightningModule calls them. Random-init weights and random tokens: the cost does
 
     python bench/step_time.py --geometry bert-base --seq 128 512 --device cuda     # GPU, bf16
     python bench/step_time.py --geometry tiny --seq 64 --device cpu --steps 5       # CPU smoke
+    python bench/step_time.py --geometry minilm --seq 128 --device cpu --strategies base sdv5_seq sdv5_batched
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ STRATEGIES = {
     "se": lambda: SelfEnsemble(),
     "sda5": lambda: SelfDistillationAveraged(teacher_size=5),
     "sda_all": lambda: SelfDistillationAveraged(teacher_size="all"),
-    "sdv5": lambda: SelfDistillationVoted(teacher_size=5),
+    "sdv5": lambda: SelfDistillationVoted(teacher_size=5),  # batched_teachers=auto
+    "sdv5_seq": lambda: SelfDistillationVoted(teacher_size=5, batched_teachers=False),
+    "sdv5_batched": lambda: SelfDistillationVoted(teacher_size=5, batched_teachers=True),
 }
 
 

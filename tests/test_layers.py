@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     "factory": 6, "summary": 6,
     "console": 1,
     "run": 7, "sweep": 7, "trained": 7,
-    "analysis": 8, "export": 8, "predict": 8,
+    "analysis": 8, "export": 8, "predict": 8, "bench": 8,
     "search": 9,
 }
 

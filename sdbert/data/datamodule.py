@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from sdbert.data import cache
-from sdbert.data.batches import EpochSeededSampler, PaddingCollator, by_length
+from sdbert.data.batches import EpochSeededSampler, LengthGroupedSampler, PaddingCollator, by_length, token_lengths
 from sdbert.data.selection import RowSelector, Selection
 from sdbert.errors import ConfigError, DataError
 from sdbert.paths import cache_dir as _cache_root
@@ -55,6 +55,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         batch_size: int = 4,
         eval_batch_size: int = 64,
         num_workers: int = 0,
+        group_by_length: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
@@ -80,6 +81,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
+        self.group_by_length = bool(group_by_length)
         self.cache_root = _cache_root(cache_dir)
         self._check_config()
 
@@ -101,7 +103,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self._train: Any = None
         self._val: Any = None
         self._tests: dict[str, Any] | None = None
-        self._sampler: EpochSeededSampler | None = None
+        self._sampler: EpochSeededSampler | LengthGroupedSampler | None = None
 
     # ----------------------------------------------------------------- config
 
@@ -218,7 +220,19 @@ class TextClassificationDataModule(L.LightningDataModule):
         data = self.train_dataset
         world, rank = self._replicas()
         sampler = self._sampler
-        if sampler is None or sampler.total != len(data) or (sampler.num_replicas, sampler.rank) != (world, rank):
+        if self.group_by_length:
+            if world > 1:
+                raise ConfigError(
+                    f"dataset '{self.name}': group_by_length=true does not split across {world} processes yet; "
+                    "set dataset.group_by_length=false under DDP"
+                )
+            if sampler is None or len(sampler) != len(data):
+                self._sampler = LengthGroupedSampler(token_lengths(data), self.batch_size, self.data_seed)
+        elif (
+            not isinstance(sampler, EpochSeededSampler)
+            or sampler.total != len(data)
+            or (sampler.num_replicas, sampler.rank) != (world, rank)
+        ):
             self._sampler = EpochSeededSampler(len(data), self.data_seed, num_replicas=world, rank=rank)
         return self._loader(data, self.batch_size, sampler=self._sampler, stateful=True)
 

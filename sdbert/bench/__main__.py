@@ -1,0 +1,3 @@
+from sdbert.bench.e2e import main
+
+main()
