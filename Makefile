@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml requirements/embedded.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,search,bench]"
 	touch $@
 
 install: $(VENV)/.installed
