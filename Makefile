@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch is pinned in pyproject.toml (2.13.0): on a CPU machine pip takes the CPU wheel.
 
-.PHONY: install dev data run test lint bench clean
+.PHONY: install dev data run test test-long lint bench clean
 
 $(VENV)/.installed: pyproject.toml requirements/embedded.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,9 +31,13 @@ data: install
 run: data
 	$(PY) train.py $(ARGS)
 
-## the test suite
+## the test suite, less the whole multi-process jobs and sweeps (minutes on 2 cores)
 test: dev
-	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 -m "not long" $(PYTEST_ARGS)
+
+## the whole multi-process jobs and sweeps (DDP with two processes, submitit/CLI sweeps, signals)
+test-long: dev
+	$(PY) -m pytest -q --durations=15 -m long $(PYTEST_ARGS)
 
 lint: dev
 	$(VENV)/bin/ruff check .

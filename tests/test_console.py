@@ -8,11 +8,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import FAST, ROOT
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
 
+@pytest.mark.long
 def test_each_line_once_no_tip_and_plain_progress_when_not_a_terminal(tmp_path):
     fast = [o for o in FAST if not o.startswith("dataset.train_per_class=")]
     cmd = [sys.executable, "train.py", *fast, "dataset.train_per_class=8", f"hydra.run.dir={tmp_path / 'run'}",

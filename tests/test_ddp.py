@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import FAST, ROOT
 
-pytestmark = pytest.mark.ddp
+pytestmark = [pytest.mark.ddp, pytest.mark.long]
 
 RUN = [
     *FAST, "trainer.enable_progress_bar=false", "model.dropout=0.0", "strategy=sda", "teacher_size=2",

@@ -61,6 +61,7 @@ def test_run_directory_names_are_readable_and_differ_per_strategy_seed_and_proce
     assert len(ids) == 2  # two identical runs started in the same second still get two folders
 
 
+@pytest.mark.long
 def test_identical_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
     """The issue's case end to end: same command twice at once (they stop at a bad K: fast)."""
     procs = [_train_py("teacher_size=0", f"paths.log_dir={tmp_path}") for _ in range(2)]
@@ -381,6 +382,7 @@ def test_a_crashing_sweep_job_is_recorded_and_the_sweep_goes_on(make_cfg, monkey
         run.main_job(make_cfg(out=Path(cfg.paths.output_dir).parent / "single"))
 
 
+@pytest.mark.long
 def test_multirun_with_a_failed_job_exits_nonzero_with_the_table(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     out, err = _train_py(

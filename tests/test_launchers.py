@@ -36,6 +36,7 @@ def test_launcher_configs_compose(choice, target):
     assert cfg.hydra.launcher._target_.endswith(target)
 
 
+@pytest.mark.long
 def test_submitit_local_sweep_runs_both_jobs_and_a_rerun_skips_them(tmp_path):
     sweep = tmp_path / "sweep"
     args = [*SWEEP, "seed=1,2", "resume=auto", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"]
@@ -52,6 +53,7 @@ def test_submitit_local_sweep_runs_both_jobs_and_a_rerun_skips_them(tmp_path):
     assert [(sweep / str(job) / "metrics.json").stat().st_mtime_ns for job in (0, 1)] == stamps
 
 
+@pytest.mark.long
 def test_preempted_sweep_rerun_ends_like_an_uninterrupted_one(tmp_path, make_cfg):
     """Two jobs of one setup; job 1 gets SIGTERM after optimizer step 1 (its kill switch is the swept
     key): the sweep stops with 143 (not 0), job 0 finished, job 1 interrupted. The same command again
@@ -87,5 +89,9 @@ def test_slurm_trainer_config_builds_lightnings_requeueing_environment():
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["trainer=slurm"])
-    (environment,) = instantiate(cfg.trainer.plugins)
-    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+    from sdbert.checkpointing import AtomicCheckpointIO
+
+    plugins = instantiate(cfg.trainer.plugins)
+    (environment,) = [p for p in plugins if isinstance(p, SLURMEnvironment)]
+    assert environment.auto_requeue
+    assert any(isinstance(p, AtomicCheckpointIO) for p in plugins)  # checkpoints stay atomic on SLURM too

@@ -215,6 +215,7 @@ def test_failed_job_finishes_its_run(make_cfg, no_credentials):
 
 
 # -- a sweep: one run per job, one group per sweep, nothing reads stdin ----------------------------
+@pytest.mark.long
 def test_two_job_multirun_makes_two_finished_runs_in_one_group(tmp_path):
     sweep = tmp_path / "sweep"
     proc = _run_closed_stdin(
@@ -276,6 +277,7 @@ print("RESULT " + json.dumps(lg.finish({"done": 1})))
 """
 
 
+@pytest.mark.long
 def test_online_request_in_a_terminal_never_prompts_or_blocks(tmp_path):
     """Raw ``wandb.init(mode="online")`` without credentials asks "Enter your choice" on a terminal and waits
     forever; sdbert logs offline instead. With credentials but no server, the start times out and falls back."""

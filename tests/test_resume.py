@@ -174,6 +174,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.long
 def test_cli_sigterm_exits_non_zero_and_resume_run_dir_continues_with_its_config(tmp_path, make_cfg):
     """train.py: SIGTERM → exit 143, one line, status interrupted; ``resume=RUN_DIR`` continues in that
     folder with the run's saved config plus the override given now (the kill switch moved past the end)."""

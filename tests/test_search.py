@@ -33,6 +33,7 @@ def test_objective_is_the_configured_metric_of_the_run():
         objective({**SUMMARY, "best_val_acc": None}, "val/acc_best")
 
 
+@pytest.mark.long
 def test_cpu_search_runs_trials_and_lists_them(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = [
