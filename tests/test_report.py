@@ -299,5 +299,13 @@ def test_runs_written_before_the_layout_change_still_read(tiny_sweep, tmp_path):
     text = text.replace("sdbert.callbacks.Throughput", "sdbert.tracking.Throughput")
     assert "sdbert.models.build_classifier" in text
     (old / ".hydra" / "config.yaml").write_text(text)
+    saved = OmegaConf.load(old / ".hydra" / "config.yaml")  # and without the keys added since
+    for parent, key in [("dataset", "group_by_length"), ("trainer", "strategy"), ("trainer", "num_nodes"),
+                        ("trainer", "use_distributed_sampler")]:
+        del saved[parent][key]
+    OmegaConf.save(saved, old / ".hydra" / "config.yaml")
     a, b = load_run(new), load_run(old)
     assert b.method == a.method and b.group_key == a.group_key
+    saved.dataset.group_by_length = True  # a key that does change what a run computes still separates them
+    OmegaConf.save(saved, old / ".hydra" / "config.yaml")
+    assert load_run(old).group_key != a.group_key

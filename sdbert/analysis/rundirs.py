@@ -57,6 +57,16 @@ IGNORED_KEYS = (
     "trainer.plugins",
     "model.label",
 )
+#: Config keys added after runs were written (2026-11-30), with the value that reproduces what those
+#: runs computed: a run without the key equals a new run with this value, so seeds can be added later.
+#: SDV runs from before ``strategy.batched_teachers`` ran their teachers one after the other (``false``).
+ADDED_KEYS: dict[str, Any] = {
+    "dataset.group_by_length": False,
+    "strategy.batched_teachers": False,
+    "trainer.strategy": "auto",
+    "trainer.num_nodes": 1,
+    "trainer.use_distributed_sampler": False,
+}
 #: Keys that make up the training method (strategy, K, λ); the rest of a setup is its context.
 METHOD_KEYS = ("strategy", "teacher_size", "distill_weight")
 
@@ -152,6 +162,10 @@ class Run:
     def identity(self) -> dict[str, Any]:
         """Every config value that shapes the result, flattened (``dataset.max_length`` ...), seeds excluded."""
         flat = _flatten(self.resolved)
+        for key, value in ADDED_KEYS.items():  # a run written before the key existed computed with this value
+            applies = key != "strategy.batched_teachers" or self.strategy == "sdv"
+            if applies and key not in flat:
+                flat[key] = value
         return {k: v for k, v in sorted(flat.items()) if not _ignored(k)}
 
     @cached_property
