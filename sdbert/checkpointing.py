@@ -93,8 +93,9 @@ def load_for_check(path: str | os.PathLike[str]) -> Mapping[str, Any]:
     return state
 
 
-def check_checkpoint(path: str | os.PathLike[str], module: Any, strategy_state_key: str) -> None:
-    """Refuse, in one line, a checkpoint this run cannot resume from: unreadable, or made by another setup.
+def check_checkpoint(path: str | os.PathLike[str], module: Any, strategy_state_key: str) -> Mapping[str, Any]:
+    """Refuse, in one line, a checkpoint this run cannot resume from: unreadable, or made by another setup;
+    returns the loaded (memory-mapped) checkpoint for further checks.
 
     ``module`` is the freshly built LightningModule: every parameter and buffer of the checkpoint must
     exist in it with the same shape, and the checkpoint must hold the strategy state an sdbert run saves.
@@ -119,3 +120,4 @@ def check_checkpoint(path: str | os.PathLike[str], module: Any, strategy_state_k
             raise _ckpt_error(
                 path, f"does not fit this model: '{key}' has shape {list(got)} there and {list(tensor.shape)} here; "
                       "resume with the model= and dataset= the checkpoint was trained with")
+    return state

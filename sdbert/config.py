@@ -33,13 +33,14 @@ def run_tag(strategy: Any, teacher_size: Any, dataset: Any, seed: Any) -> str:
     return f"{strategy}{k}_{dataset}_seed{seed}_{process_id()}"
 
 
-def _resumes(resume: Any) -> bool:
+def resume_requested(resume: Any) -> bool:
+    """Whether the ``resume`` key asks to continue a run (``auto`` or a run directory)."""
     return resume not in (None, "", "null")
 
 
 def _run_dir(resume: Any, default: str) -> str:
     """``${sdbert_run_dir:${resume},<default>}``: Hydra's run directory; ``resume=RUN_DIR`` continues in RUN_DIR."""
-    return default if not _resumes(resume) or str(resume) == "auto" else str(resume)
+    return default if not resume_requested(resume) or str(resume) == "auto" else str(resume)
 
 
 def _config_subdir(resume: Any, output_dir: str) -> str:
@@ -48,7 +49,7 @@ def _config_subdir(resume: Any, output_dir: str) -> str:
     Hydra's view of the resuming command goes to ``.hydra/resumed``."""
     from pathlib import Path
 
-    if _resumes(resume) and (Path(output_dir) / ".hydra" / "config.yaml").is_file():
+    if resume_requested(resume) and (Path(output_dir) / ".hydra" / "config.yaml").is_file():
         return ".hydra/resumed"
     return ".hydra"
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sdbert.config import resume_requested
 from sdbert.errors import ConfigError
 from sdbert.io import write_text
 from sdbert.paths import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
@@ -174,11 +175,9 @@ class RunIdentity(L.Callback):
         checkpoint[IDENTITY_KEY] = self.identity
 
 
-def check_fits(path: str | Path, identity: dict[str, Any]) -> None:
-    """Refuse (one line) a checkpoint whose run identity differs from this config's."""
-    import torch
-
-    saved = torch.load(str(path), map_location="cpu", mmap=True, weights_only=False).get(IDENTITY_KEY)
+def check_fits(path: str | Path, checkpoint: Mapping[str, Any], identity: dict[str, Any]) -> None:
+    """Refuse (one line) a checkpoint (loaded from ``path``) whose run identity differs from this config's."""
+    saved = checkpoint.get(IDENTITY_KEY)
     if saved is None:
         return  # made before identities were recorded: Lightning's own loading reports a misfit
     diffs = [f"{key} {saved.get(key)!r} vs {value!r}" for key, value in identity.items() if saved.get(key) != value]
@@ -274,7 +273,7 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, str | None, dict[str, Any] | N
     there), its newest checkpoint is the start, and a finished run is returned as is.
     """
     mode = cfg.get("resume")
-    if mode in (None, "", "null"):
+    if not resume_requested(mode):
         return cfg, cfg.get("ckpt_path"), None
     run_dir = Path(cfg.paths.output_dir) if str(mode) == "auto" else Path(str(mode)).expanduser()
     # under Hydra the run's config was there before this job iff Hydra wrote this job's to .hydra/resumed

@@ -90,8 +90,8 @@ def build(
     datamodule = factory.build_datamodule(cfg)
     module = factory.build_module(cfg, strategy, prediction_dir=output_dir / PREDICTIONS_DIR)
     if ckpt_path:
-        check_checkpoint(ckpt_path, module, STRATEGY_STATE_KEY)  # readable, sdbert's, the same shapes
-        resume.check_fits(ckpt_path, resume.run_identity(cfg, strategy.describe()))  # strategy, K, model, labels
+        saved = check_checkpoint(ckpt_path, module, STRATEGY_STATE_KEY)  # readable, sdbert's, the same shapes
+        resume.check_fits(ckpt_path, saved, resume.run_identity(cfg, strategy.describe()))  # strategy, K, model, labels
     run_loggers = factory.instantiate_group(cfg.get("logger"))
     loggers.describe_wandb_runs(run_loggers, cfg, strategy.describe())
     identity = resume.RunIdentity(resume.run_identity(cfg, strategy.describe()))

@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sdbert.config import resume_requested
 from sdbert.errors import RunDirInUse
 from sdbert.paths import CHECKPOINT_DIR, SUMMARY_FILE
 
@@ -48,7 +49,7 @@ def holds_run(folder: str | os.PathLike[str]) -> str | None:
 def is_resuming(folder: str | os.PathLike[str], ckpt_path: Any, resume: Any = None) -> bool:
     """Whether this run continues the one in ``folder`` (``resume`` set, or ``ckpt_path`` inside ``folder``),
     so the folder is its own."""
-    if resume not in (None, "", "null"):
+    if resume_requested(resume):
         return True
     if not ckpt_path:
         return False
