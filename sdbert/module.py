@@ -82,6 +82,7 @@ class SelfDistillationModule(L.LightningModule):
         # sums of the training terms over the current optimizer step's micro-batches (see _log_step_means)
         self._step_sums: dict[str, Tensor] = {}
         self._step_batches = 0
+        self._total_steps = 1  # optimizer steps of the whole fit (set at train start; λ warm-up needs it)
         self._skipping_step = False
 
     @staticmethod
@@ -139,8 +140,9 @@ class SelfDistillationModule(L.LightningModule):
         return bool(grads) and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
     def _log_step_means(self) -> None:
-        """Log train/loss, train/ce, train/mse, train/logit_abs_mean once per optimizer step (time step t),
-        each the mean over the step's micro-batches (with gradient accumulation there are several)."""
+        """Log train/loss, train/ce, train/mse (train/kl with ``distill_target=probabilities``) and
+        train/logit_abs_mean once per optimizer step (time step t), each the mean over the step's
+        micro-batches (with gradient accumulation there are several)."""
         if not self._step_batches:
             return
         for key, total in self._step_sums.items():
@@ -171,11 +173,11 @@ class SelfDistillationModule(L.LightningModule):
         out = {"ce": ce.detach(), "logit_abs_mean": logits.detach().abs().mean()}
         teacher = self.strategy.teacher_logits(self.model, inputs)
         if teacher is not None:
-            mse = F.mse_loss(logits.float(), teacher.float())
-            loss = ce + self.strategy.distill_weight * mse
-            out["mse"] = mse.detach()
+            term = self.strategy.distill_term(logits, teacher)
+            loss = ce + self.strategy.weight_at(self.global_step, self._total_steps) * term
+            out[self.strategy.distill_key] = term.detach()
         out["loss"] = loss
-        for key in ("loss", "ce", "mse", "logit_abs_mean"):
+        for key in ("loss", "ce", self.strategy.distill_key, "logit_abs_mean"):
             if key in out:
                 self._step_sums[key] = self._step_sums.get(key, 0.0) + out[key].detach()
         self._step_batches += 1
@@ -317,6 +319,7 @@ class SelfDistillationModule(L.LightningModule):
         # asking Lightning for it in configure_optimizers would build the training data loader before the
         # restore, and Lightning would then never load the saved loader position (Lightning issue #20550).
         total = int(self.trainer.estimated_stepping_batches)
+        self._total_steps = total
         for config in self.trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             for schedule in getattr(scheduler, "lr_lambdas", []):

@@ -90,6 +90,30 @@ def test_first_step_has_no_distillation_term(tmp_path):
     assert torch.allclose(later["loss"], later["ce"] + later["mse"])
 
 
+def _loud(cls):
+    """``cls`` with 100 added to its distillation term: same gradients, and (loss − CE) / term resolves λ_t
+    in float32 (the real term is ~1e-4 next to a CE of ~1.1)."""
+    return type("Loud" + cls.__name__, (cls,), {"distill_term": lambda self, a, b: cls.distill_term(self, a, b) + 100})
+
+
+@pytest.mark.parametrize("make", [lambda: _loud(SelfDistillationAveraged)(teacher_size=1, distill_warmup=0.5),
+                                  lambda: _loud(SelfDistillationVoted)(teacher_size=2, distill_warmup=0.5,
+                                                                       distill_target="probabilities")])
+def test_distill_warmup_ramps_lambda_over_the_fit(tmp_path, make):
+    """λ_t = λ · t / (w · T) for t < w · T, then λ; the term is logged under the strategy's key."""
+    recorder, strategy = Recorder(), make()
+    trainer = _trainer(tmp_path, max_epochs=2, callbacks=[recorder])
+    trainer.fit(_module(strategy), train_dataloaders=loader(n=16, batch_size=2))  # 2 x 8 = 16 steps
+    key = strategy.distill_key
+    assert key == ("mse" if strategy.distill_target == "logits" else "kl")
+    weights = {}
+    for t, out in recorder.rows[1:]:
+        weights[t] = float((out["loss"] - out["ce"]) / out[key])
+    assert sorted(weights) == list(range(1, 16))
+    for t, w in weights.items():
+        assert w == pytest.approx(min(1.0, t / 8), rel=1e-4), t
+
+
 def _final_params(module: SelfDistillationModule) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.model.parameters()]
 

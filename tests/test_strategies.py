@@ -135,6 +135,34 @@ def test_teacher_dropout_switch():
                 assert (not torch.equal(a, b)) == noisy
 
 
+def test_distill_terms_against_their_formulas():
+    """logits: the paper's MSE of the logits; probabilities: KL(teacher ‖ student) = Σ p_t (log p_t − log p_s)."""
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(7, 3, generator=gen) * 3, torch.randn(7, 3, generator=gen) * 3
+    mse = SelfDistillationAveraged(teacher_size=1).distill_term(student, teacher)
+    torch.testing.assert_close(mse, ((student - teacher) ** 2).mean())
+    kl = SelfDistillationVoted(teacher_size=1, distill_target="probabilities").distill_term(student, teacher)
+    p_t = torch.softmax(teacher, -1)
+    brute = sum(
+        float(p_t[i, c]) * (float(torch.log_softmax(teacher, -1)[i, c]) - float(torch.log_softmax(student, -1)[i, c]))
+        for i in range(7) for c in range(3)
+    ) / 7
+    assert float(kl) == pytest.approx(brute, rel=1e-5) and float(kl) > 0
+    assert float(SelfDistillationAveraged(teacher_size=1, distill_target="probabilities").distill_term(
+        teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "warmup,expected", [(0.0, [1, 1, 1, 1, 1]), (0.5, [0, 0.4, 0.8, 1, 1]), (1.0, [0, 0.2, 0.4, 0.6, 0.8])]
+)
+def test_distill_warmup_schedule(warmup, expected):
+    strategy = SelfDistillationAveraged(teacher_size=1, distill_weight=0.5, distill_warmup=warmup)
+    got = [strategy.weight_at(t, total_steps=5) for t in (0, 1, 2, 3, 4)]
+    assert got == pytest.approx([0.5 * e for e in expected])
+    # the departures are part of what describes the run (labels, W&B, metrics.json)
+    assert strategy.describe()["distill_warmup"] == warmup and strategy.describe()["distill_target"] == "logits"
+
+
 def test_base_has_no_teacher():
     strategy = Vanilla()
     for _, _, x, model in _run(strategy, steps=3):
@@ -168,6 +196,9 @@ def test_state_dict_round_trip(strategy_cls, k):
         ({"teacher_size": "five"}, "integer >= 1 or 'all'"),
         ({"distill_weight": -1.0}, "distill_weight"),
         ({"distill_weight": "x"}, "distill_weight"),
+        ({"distill_target": "soft"}, "distill_target must be logits"),
+        ({"distill_warmup": 1.5}, r"distill_warmup must be a fraction .* in \[0, 1\]"),
+        ({"distill_warmup": "half"}, "distill_warmup must be a fraction"),
     ],
 )
 def test_bad_teacher_settings_are_one_line_errors(kwargs, match):

@@ -66,7 +66,18 @@ ADDED_KEYS: dict[str, Any] = {
     "trainer.strategy": "auto",
     "trainer.num_nodes": 1,
     "trainer.use_distributed_sampler": False,
+    "strategy.distill_target": "logits",
+    "strategy.distill_warmup": 0.0,
 }
+#: Added keys that exist for some strategies only (the others never get them).
+ADDED_KEYS_STRATEGIES: dict[str, tuple[str, ...]] = {
+    "strategy.batched_teachers": ("sdv",),
+    "strategy.distill_target": ("sda", "sdv"),
+    "strategy.distill_warmup": ("sda", "sdv"),
+}
+#: Method settings whose default (the paper's) the labels leave out: ``SDA (K=2)``, not
+#: ``SDA (K=2, dropout teacher, logits, no warm-up)``.
+METHOD_DEFAULTS: dict[str, Any] = {"teacher_dropout": True, "distill_target": "logits", "distill_warmup": 0.0}
 #: Keys that make up the training method (strategy, K, λ); the rest of a setup is its context.
 METHOD_KEYS = ("strategy", "teacher_size", "distill_weight")
 
@@ -163,7 +174,7 @@ class Run:
         """Every config value that shapes the result, flattened (``dataset.max_length`` ...), seeds excluded."""
         flat = _flatten(self.resolved)
         for key, value in ADDED_KEYS.items():  # a run written before the key existed computed with this value
-            applies = key != "strategy.batched_teachers" or self.strategy == "sdv"
+            applies = self.strategy in ADDED_KEYS_STRATEGIES.get(key, (self.strategy,))
             if applies and key not in flat:
                 flat[key] = value
         return {k: v for k, v in sorted(flat.items()) if not _ignored(k)}
@@ -208,9 +219,10 @@ class Run:
 
     @cached_property
     def method(self) -> dict[str, Any]:
-        """``strategy``, and for SDA/SDV ``teacher_size`` (K or ``all``), ``distill_weight``, ``teacher_dropout``."""
+        """``strategy``, and for SDA/SDV ``teacher_size`` (K or ``all``), ``distill_weight``, ``teacher_dropout``,
+        ``distill_target``, ``distill_warmup`` (the last two absent from runs written before they existed)."""
         if self.ok and "strategy" in self.metrics:
-            keys = ("strategy", "teacher_size", "distill_weight", "teacher_dropout")
+            keys = ("strategy", "teacher_size", "distill_weight", *METHOD_DEFAULTS)
             return {k: self.metrics[k] for k in keys if k in self.metrics}
         strat = self.resolved["strategy"]
         out: dict[str, Any] = {"strategy": strategy_name(str(strat["_target_"]))}
@@ -222,6 +234,8 @@ class Run:
                 out["teacher_size"] = strat["teacher_size"]
             out["distill_weight"] = float(strat.get("distill_weight", 1.0))
             out["teacher_dropout"] = bool(strat.get("teacher_dropout", True))
+            out["distill_target"] = str(strat.get("distill_target", "logits"))
+            out["distill_warmup"] = float(strat.get("distill_warmup", 0.0))
         return out
 
     @property
@@ -286,6 +300,10 @@ def method_label(method: dict[str, Any]) -> str:
         parts.append(f"λ={float(method['distill_weight']):g}")
     if method.get("teacher_dropout") is False:
         parts.append("eval-mode teacher")
+    if method.get("distill_target", "logits") != "logits":
+        parts.append(f"KL of {method['distill_target']}")
+    if float(method.get("distill_warmup", 0.0)):
+        parts.append(f"λ warm-up {float(method['distill_warmup']):.0%}")
     return f"{name} ({', '.join(parts)})" if parts else name
 
 

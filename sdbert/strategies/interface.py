@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdbert.errors import ConfigError
@@ -103,9 +104,20 @@ class TeacherStrategy:
         """
 
     # -- training ---------------------------------------------------------------------------------
+    #: the name the distillation term is logged under (``train/mse``)
+    distill_key: str = "mse"
+
     def teacher_logits(self, model: nn.Module, inputs: Inputs) -> Tensor | None:
         """The teacher's logits for this batch, or None where there is no distillation term."""
         return None
+
+    def distill_term(self, logits: Tensor, teacher: Tensor) -> Tensor:
+        """The distillation term of eq. (5)/(7) for the student's ``logits``: MSE to the teacher's logits."""
+        return F.mse_loss(logits.float(), teacher.float())
+
+    def weight_at(self, step: int, total_steps: int) -> float:
+        """λ at optimizer step ``step`` of ``total_steps`` (the loss is CE + λ · ``distill_term``)."""
+        return self.distill_weight
 
     def before_optimizer_step(self, model: nn.Module) -> None:
         """Called once per optimizer step with θ_t, after backward and before the update."""

@@ -3,6 +3,11 @@
 The teacher at step t is built from θ_{t−1} … θ_{t−K} (never θ_t): SDA averages those parameters
 (eq. 6), SDV averages the logits of those K snapshots (eq. 7). With fewer than K previous steps the
 teacher uses those available; at t = 0 there is no teacher and no distillation term.
+
+Two departures from the paper, off by default, for stabilising a teacher without dropout (issue 10,
+docs/experiments.md "The teacher's mode"): ``distill_target=probabilities`` replaces the MSE of the
+logits by KL(teacher ‖ student) of the softmax outputs (Hinton et al.'s distillation at temperature 1),
+and ``distill_warmup=w`` raises λ linearly from 0 over the first fraction w of the optimizer steps.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -38,12 +44,59 @@ def _mode(model: nn.Module, training: bool):
         model.train(was)
 
 
+#: ``distill_target`` values: what the distillation term compares
+DISTILL_TARGETS = ("logits", "probabilities")
+
+
+def parse_distill_target(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in DISTILL_TARGETS:
+        raise ConfigError(
+            f"strategy.distill_target must be logits (the paper: MSE of the logits) or probabilities "
+            f"(KL of the softmax outputs); got {value!r}"
+        )
+    return text
+
+
+def parse_distill_warmup(value: Any) -> float:
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = float("nan")
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(
+            f"strategy.distill_warmup must be a fraction of the training steps in [0, 1] (got {value!r}); "
+            "0 keeps λ from the first step, as the paper"
+        )
+    return fraction
+
+
 class _SelfDistillation(TeacherStrategy):
     eval_names: ClassVar[tuple[str, ...]] = (REPORTED, "teacher")
 
-    def __init__(self, teacher_size: Any = 1, distill_weight: float = 1.0, teacher_dropout: bool = True) -> None:
+    def __init__(
+        self,
+        teacher_size: Any = 1,
+        distill_weight: float = 1.0,
+        teacher_dropout: bool = True,
+        distill_target: str = "logits",
+        distill_warmup: float = 0.0,
+    ) -> None:
         super().__init__(distill_weight=distill_weight, teacher_dropout=teacher_dropout)
         self.teacher_size = parse_teacher_size(teacher_size)
+        self.distill_target = parse_distill_target(distill_target)
+        self.distill_warmup = parse_distill_warmup(distill_warmup)
+        self.distill_key = "mse" if self.distill_target == "logits" else "kl"
+
+    def distill_term(self, logits: Tensor, teacher: Tensor) -> Tensor:
+        if self.distill_target == "logits":
+            return super().distill_term(logits, teacher)
+        student_log_p, teacher_log_p = F.log_softmax(logits.float(), -1), F.log_softmax(teacher.float(), -1)
+        return F.kl_div(student_log_p, teacher_log_p, reduction="batchmean", log_target=True)
+
+    def weight_at(self, step: int, total_steps: int) -> float:
+        ramp = self.distill_warmup * total_steps
+        return self.distill_weight if step >= ramp else self.distill_weight * step / ramp
 
     @property
     def has_teacher(self) -> bool:
@@ -56,6 +109,8 @@ class _SelfDistillation(TeacherStrategy):
             "teacher_size": "all" if self.teacher_size is None else self.teacher_size,
             "distill_weight": self.distill_weight,
             "teacher_dropout": self.teacher_dropout,
+            "distill_target": self.distill_target,
+            "distill_warmup": self.distill_warmup,
         }
 
 
@@ -68,8 +123,15 @@ class SelfDistillationAveraged(_SelfDistillation):
 
     name: ClassVar[str] = "sda"
 
-    def __init__(self, teacher_size: Any = 1, distill_weight: float = 1.0, teacher_dropout: bool = True) -> None:
-        super().__init__(teacher_size, distill_weight, teacher_dropout)
+    def __init__(
+        self,
+        teacher_size: Any = 1,
+        distill_weight: float = 1.0,
+        teacher_dropout: bool = True,
+        distill_target: str = "logits",
+        distill_warmup: float = 0.0,
+    ) -> None:
+        super().__init__(teacher_size, distill_weight, teacher_dropout, distill_target, distill_warmup)
         self.teacher: nn.Module | None = None
         self.average: WindowMean | CumulativeMean | None = None
 
@@ -189,8 +251,10 @@ class SelfDistillationVoted(_SelfDistillation):
         distill_weight: float = 1.0,
         teacher_dropout: bool = True,
         batched_teachers: Any = "auto",
+        distill_target: str = "logits",
+        distill_warmup: float = 0.0,
     ) -> None:
-        super().__init__(teacher_size, distill_weight, teacher_dropout)
+        super().__init__(teacher_size, distill_weight, teacher_dropout, distill_target, distill_warmup)
         if self.teacher_size is None:
             raise ConfigError(
                 "strategy=sdv needs an integer teacher_size (voting over every previous step would need T "

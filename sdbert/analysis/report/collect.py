@@ -18,6 +18,7 @@ from typing import Any
 from sdbert import paper
 from sdbert.analysis.ensemble import vote
 from sdbert.analysis.rundirs import (
+    METHOD_DEFAULTS,
     METHOD_KEYS,
     Collection,
     Run,
@@ -146,7 +147,8 @@ class Row:
         k_key = (-1, 0) if k == DEFAULT_K else (1, 0) if k == "all" else (0, int(k or 0))
         lam = float(self.method.get("distill_weight", 1.0))
         return (self.context_key, STRATEGY_ORDER.get(self.strategy, 9), self.strategy, k_key, (lam != 1.0, lam),
-                self.method.get("teacher_dropout") is False)
+                self.method.get("teacher_dropout") is False, str(self.method.get("distill_target", "")),
+                float(self.method.get("distill_warmup", 0.0)))
 
     @property
     def context_key(self) -> str:
@@ -178,10 +180,8 @@ class Results:
 
 
 def _method_of(run: Run) -> dict[str, Any]:
-    m = dict(run.method)
-    if m.get("teacher_dropout") is True:
-        m.pop("teacher_dropout")  # the default: not part of the label
-    return m
+    """The run's method without the settings at their defaults (not part of the label or the row)."""
+    return {k: v for k, v in run.method.items() if k not in METHOD_DEFAULTS or v != METHOD_DEFAULTS[k]}
 
 
 def _context_keys(groups: Mapping[str, list[Run]]) -> list[str]:
