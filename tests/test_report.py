@@ -309,3 +309,35 @@ def test_runs_written_before_the_layout_change_still_read(tiny_sweep, tmp_path):
     saved.dataset.group_by_length = True  # a key that does change what a run computes still separates them
     OmegaConf.save(saved, old / ".hydra" / "config.yaml")
     assert load_run(old).group_key != a.group_key
+
+
+def test_sda_runs_written_before_the_distillation_options_group_with_their_default(tiny_sweep, tmp_path):
+    """An SDA run without ``strategy.distill_target`` / ``distill_warmup`` (config and metrics.json) is the
+    default setup; a run that sets one of them is another row, labelled by what it changes."""
+    from sdbert.analysis.report.collect import collect
+    from sdbert.analysis.rundirs import load_run, method_label
+
+    new = next(p for p in sorted(tiny_sweep.iterdir())
+               if (p / "metrics.json").is_file() and load_run(p).strategy == "sda")
+    old, kl = tmp_path / "old", tmp_path / "kl"
+    for copy in (old, kl):
+        shutil.copytree(new, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    saved = OmegaConf.load(old / ".hydra" / "config.yaml")
+    del saved.strategy["distill_target"], saved.strategy["distill_warmup"]
+    OmegaConf.save(saved, old / ".hydra" / "config.yaml")
+    metrics = json.loads((old / "metrics.json").read_text())
+    del metrics["distill_target"], metrics["distill_warmup"]
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    a, b = load_run(new), load_run(old)
+    assert b.group_key == a.group_key
+    changed = OmegaConf.load(kl / ".hydra" / "config.yaml")
+    changed.strategy.distill_target, changed.strategy.distill_warmup = "probabilities", 0.3
+    OmegaConf.save(changed, kl / ".hydra" / "config.yaml")
+    metrics = json.loads((kl / "metrics.json").read_text())
+    metrics.update(distill_target="probabilities", distill_warmup=0.3)
+    (kl / "metrics.json").write_text(json.dumps(metrics))
+    c = load_run(kl)
+    assert c.group_key != a.group_key
+    assert method_label(c.method) == "SDA (K=all, KL of probabilities, λ warm-up 30%)"
+    labels = sorted(row.label for row in collect([old, kl]).rows)
+    assert labels == ["SDA", "SDA (KL of probabilities, λ warm-up 30%)"]  # K=all: Table 2's K for BBC, folded
