@@ -222,6 +222,32 @@ def test_benchmark_loops_run_the_requested_steps(loop, strategy, tmp_path):
     assert f"| 16 | {loop} | {strategy} |" in table([result])
 
 
+def test_benchmark_table_ratios_use_the_shuffled_base_jobs():
+    """× plain, × hf and × base divide by the shuffled BASE jobs of the same seq, never by a grouped one."""
+    from sdbert.bench.e2e import default_jobs
+    from sdbert.bench.tables import Result, table
+
+    def result(loop, strategy="base", group=False, samples=10.0, ms=100.0):
+        job = {"loop": loop, "strategy": strategy, "group_by_length": group}
+        return Result(job, 128, 10, samples, samples * 30, ms, 1.0, 1.0, 100.0, 1.5)
+
+    jobs = default_jobs(["base", "sda5"], ["plain", "hf", "sdbert"], group=True)
+    assert [(j.loop, j.strategy, j.group_by_length) for j in jobs] == [
+        ("plain", "base", False), ("hf", "base", False), ("sdbert", "base", False), ("sdbert", "sda5", False),
+        ("sdbert", "base", True), ("hf", "base", True)]
+    rows = table([result("plain", samples=8.0), result("hf", samples=10.0), result("sdbert", samples=9.0, ms=200.0),
+                  result("sdbert", "sda5", samples=6.0, ms=300.0), result("sdbert", group=True, samples=13.0, ms=140.0),
+                  result("hf", group=True, samples=12.0)]).splitlines()[2:]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    ratios = [(c[1], c[2], c[6], c[7], c[8]) for c in cells]
+    assert ratios == [
+        ("plain", "base", "1.00", "0.80", "–"), ("hf", "base", "1.25", "1.00", "–"),
+        ("sdbert", "base", "1.12", "0.90", "1.00"), ("sdbert", "sda5", "0.75", "0.60", "1.50"),
+        ("sdbert", "base +group_by_length", "1.62", "1.30", "0.70"),
+        ("hf", "base +group_by_length", "1.50", "1.20", "–"),
+    ]
+
+
 def test_benchmark_token_counts_follow_the_sampler(make_cfg):
     """Real / processed tokens of the timed batches are those of the training loader's epoch-0 batches."""
     from sdbert.bench.e2e import Data, parse_args

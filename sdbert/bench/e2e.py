@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -31,13 +29,14 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sdbert.bench.models import GEOMETRIES, random_bert  # noqa: F401  (random_bert: a Hydra _target_)
+from sdbert.bench.tables import Result, machine, save, table
 from sdbert.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -62,21 +61,6 @@ class Job:
     @property
     def label(self) -> str:
         return f"{self.loop} {self.strategy}{' +group' if self.group_by_length else ''}"
-
-
-@dataclass
-class Result:
-    job: dict[str, Any]
-    seq: int
-    steps: int
-    samples_per_s: float
-    real_tokens_per_s: float
-    ms_per_step: float
-    first_step_s: float
-    setup_s: float
-    peak_mib: float
-    padded_over_real: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------- config / data
@@ -361,58 +345,10 @@ def default_jobs(strategies: Sequence[str], loops: Sequence[str], group: bool) -
     jobs = [Job(loop) for loop in loops if loop != "sdbert"]
     if "sdbert" in loops:
         jobs += [Job("sdbert", s) for s in strategies]
-        if group:
+        if group:  # sdbert, and HF Trainer on the same grouped batches (what its own group_by_length does)
             jobs += [Job("sdbert", "base", group_by_length=True)]
+            jobs += [Job("hf", "base", group_by_length=True)] if "hf" in loops else []
     return jobs
-
-
-def machine() -> dict[str, Any]:
-    import lightning
-    import transformers
-
-    info = {
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "lightning": lightning.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
-        "cores": os.cpu_count(), "load_avg": [round(x, 1) for x in os.getloadavg()],
-    }
-    try:
-        import accelerate
-
-        info["accelerate"] = accelerate.__version__
-    except ImportError:
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def table(results: list[Result]) -> str:
-    """A Markdown table; ratios against the plain loop (samples/s) and sdbert base (ms/step) of the same seq."""
-    lines = [
-        "| seq | loop | strategy | samples/s | real tokens/s | ms/step | × plain (samples/s) | × base (step) "
-        "| first step s | peak MiB | padded/real |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        same = [x for x in results if x.seq == r.seq]
-        plain = next((x for x in same if x.job["loop"] == "plain"), None)
-        base = next((x for x in same if x.job["loop"] == "sdbert" and x.job["strategy"] == "base"
-                     and not x.job["group_by_length"]), None)
-        vs_plain = f"{r.samples_per_s / plain.samples_per_s:.2f}" if plain else "–"
-        vs_base = f"{r.ms_per_step / base.ms_per_step:.2f}" if base and r.job["loop"] == "sdbert" else "–"
-        name = r.job["strategy"] + (" +group_by_length" if r.job["group_by_length"] else "")
-        lines.append(
-            f"| {r.seq} | {r.job['loop']} | {name} | {r.samples_per_s:.1f} | {r.real_tokens_per_s:.0f} "
-            f"| {r.ms_per_step:.0f} | {vs_plain} | {vs_base} | {r.first_step_s:.1f} | {r.peak_mib:.0f} "
-            f"| {r.padded_over_real:.2f} |"
-        )
-    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -429,7 +365,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES),
                    help="strategies of the sdbert loop (the other loops run BASE)")
     p.add_argument("--loops", nargs="+", default=list(LOOPS), choices=list(LOOPS))
-    p.add_argument("--group-by-length", action="store_true", help="add an sdbert BASE job with dataset.group_by_length")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="add sdbert and HF Trainer BASE jobs on length-grouped batches (dataset.group_by_length)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--precision", default=None, choices=["32", "bf16"], help="default: bf16 on cuda, 32 on cpu")
     p.add_argument("--override", nargs="*", default=[], help="extra train.py overrides for every job")
@@ -469,17 +406,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                   f"padded/real {r.padded_over_real:.2f}", flush=True)
             save(args, info, results)
     print(table(results))
-
-
-def save(args: argparse.Namespace, info: dict[str, Any], results: list[Result]) -> None:
-    """Write ``results.json`` and ``table.md`` under ``--out`` (after every job, so a cut-short run keeps its rows)."""
-    if not args.out:
-        return
-    from sdbert.io import write_json, write_text
-
-    write_json(args.out / "results.json", {"machine": info, "args": {k: str(v) for k, v in vars(args).items()},
-                                           "results": [asdict(r) for r in results]})
-    write_text(args.out / "table.md", table(results) + "\n")
 
 
 if __name__ == "__main__":
