@@ -122,18 +122,9 @@ class SelfDistillationAveraged(_SelfDistillation):
     """
 
     name: ClassVar[str] = "sda"
-
-    def __init__(
-        self,
-        teacher_size: Any = 1,
-        distill_weight: float = 1.0,
-        teacher_dropout: bool = True,
-        distill_target: str = "logits",
-        distill_warmup: float = 0.0,
-    ) -> None:
-        super().__init__(teacher_size, distill_weight, teacher_dropout, distill_target, distill_warmup)
-        self.teacher: nn.Module | None = None
-        self.average: WindowMean | CumulativeMean | None = None
+    # set by setup() (_allocate)
+    teacher: nn.Module | None = None
+    average: WindowMean | CumulativeMean | None = None
 
     def _allocate(self, model: nn.Module) -> None:
         self.teacher = frozen_copy(model)
@@ -245,16 +236,10 @@ class SelfDistillationVoted(_SelfDistillation):
 
     name: ClassVar[str] = "sdv"
 
-    def __init__(
-        self,
-        teacher_size: Any = 1,
-        distill_weight: float = 1.0,
-        teacher_dropout: bool = True,
-        batched_teachers: Any = "auto",
-        distill_target: str = "logits",
-        distill_warmup: float = 0.0,
-    ) -> None:
-        super().__init__(teacher_size, distill_weight, teacher_dropout, distill_target, distill_warmup)
+    def __init__(self, teacher_size: Any = 1, batched_teachers: Any = "auto", **options: Any) -> None:
+        """``options``: those of every self-distillation strategy (``distill_weight``, ``teacher_dropout``,
+        ``distill_target``, ``distill_warmup``)."""
+        super().__init__(teacher_size, **options)
         if self.teacher_size is None:
             raise ConfigError(
                 "strategy=sdv needs an integer teacher_size (voting over every previous step would need T "
