@@ -134,3 +134,22 @@ def test_report_shows_the_paired_comparison(tiny_sweep, tmp_path):
     assert low <= float(delta) <= high
     assert len(sda["McNemar p per seed"].split(", ")) == 2
     assert sda["significant at 5 %"] == ("yes" if low > 0 or high < 0 else "no")
+
+
+def test_command_line_compares_any_two_sets_of_runs(tiny_sweep, capsys):
+    """``python -m sdbert.analysis.significance RUNS --against RUNS``: the same numbers as ``compare_runs``,
+    from the run folders' saved predictions; a folder without runs is one line on stderr and exit 1."""
+    from sdbert.analysis.significance import main
+
+    runs = {(r.strategy, r.seed): r for r in find_runs([tiny_sweep]).runs}
+    mine, theirs = [runs["sda", 1].path, runs["sda", 2].path], [runs["base", 1].path, runs["base", 2].path]
+    assert main([*map(str, mine), "--against", *map(str, theirs)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    expected = compare_runs([load_run(p) for p in mine], [load_run(p) for p in theirs], "test")
+    assert len(out) == 2 and "2 pair(s) by seed" in out[0]
+    assert f"Δ error {expected.delta:+.2f} pp [{expected.ci_low:+.2f}, {expected.ci_high:+.2f}]" in out[1]
+    assert f"bootstrap p {expected.p_value:.3f}" in out[1]
+    assert out[1].endswith("yes" if expected.significant else "no")
+    assert main([str(runs["sda", 1].path), "--against", str(tiny_sweep / "nowhere")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "does not exist" in err

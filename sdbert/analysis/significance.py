@@ -20,6 +20,12 @@ do not match, by sorted order, and the comparison says so. For pair *p* and exam
 * **McNemar** per seed pair (statsmodels): the discordant examples (one right, the other wrong),
   exact binomial when fewer than 25, else χ² with continuity correction.
 
+The report (``sdbert-report``) compares every strategy with BASE of the same setup. Any two sets of
+runs of one test set (grouped against shuffled batches, two learning rates, ...) compare from the
+command line; the second set plays BASE's part, and pairs are made by (seed, data_seed) as above:
+
+    python -m sdbert.analysis.significance RUNS... --against RUNS... [--test test]
+
 What it does not measure: the variation between seeds beyond the ones run. The interval says how
 sure one can be that, on this test set's population, these seeds' models differ; the mean ± std over
 seeds beside it shows how much a new seed would move the result.
@@ -27,12 +33,14 @@ seeds beside it shows how much a new seed would move the result.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from sdbert.analysis.rundirs import Run, RunDirError
+from sdbert.analysis.rundirs import Run, RunDirError, find_runs
 
 ALPHA = 0.05
 N_RESAMPLES = 10_000
@@ -186,3 +194,40 @@ def compare_runs(runs: Sequence[Run], base: Sequence[Run], test_name: str, *, n_
             target.append(mistakes)
     return paired_test(np.stack(wrong), np.stack(base_wrong), pairing=pairing, n_resamples=n_resamples, seed=seed,
                        alpha=alpha)
+
+
+def describe(test: PairedTest, name: str = "runs", against: str = "against") -> str:
+    """Two lines: the errors of both sides and Δ with its interval, p-values and verdict."""
+    def spread(errors: Sequence[float]) -> str:
+        return f"{np.mean(errors):.2f} ± {np.std(errors, ddof=1):.2f}" if len(errors) > 1 else f"{errors[0]:.2f}"
+
+    mcnemar = ", ".join(f"{p:.3f}" for p in test.mcnemar)
+    return (
+        f"{name}: error {spread(test.errors)} % · {against}: {spread(test.base_errors)} % "
+        f"({test.n_pairs} pair(s) {test.pairing}, {test.n_examples} test examples)\n"
+        f"Δ error {test.delta:+.2f} pp [{test.ci_low:+.2f}, {test.ci_high:+.2f}] · bootstrap p {test.p_value:.3f} · "
+        f"McNemar p per pair {mcnemar} · significant at {test.alpha:.0%}: {'yes' if test.significant else 'no'}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m sdbert.analysis.significance",
+        description="Is the difference between two sets of runs real? A paired bootstrap (examples resampled, seed "
+        "pairs pooled) and McNemar per pair, on the runs' saved test predictions; the second set is the reference.",
+    )
+    p.add_argument("runs", nargs="+", help="run or sweep directories of the first setup")
+    p.add_argument("--against", nargs="+", required=True, help="run or sweep directories of the reference setup")
+    p.add_argument("--test", default="test", help="which test set (default: test)")
+    args = p.parse_args(argv)
+    try:
+        test = compare_runs(find_runs(args.runs).runs, find_runs(args.against).runs, args.test)
+    except RunDirError as err:
+        print(f"sdbert significance: error: {err}", file=sys.stderr)
+        return 1
+    print(describe(test, " ".join(args.runs), " ".join(args.against)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
