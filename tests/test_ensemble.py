@@ -15,7 +15,8 @@ import torch
 from omegaconf import OmegaConf
 
 from sdbert.analysis.ensemble import EnsembleError, check_members, main, vote
-from sdbert.analysis.rundirs import find_runs, load_run
+from sdbert.analysis.rundirs import load_run
+from sdbert.analysis.sweeps import find_runs
 from sdbert.config import instantiate
 from sdbert.module import NON_INPUTS
 

@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from sdbert.analysis.rundirs import expand_sweep, strategy_name
+from sdbert.analysis.rundirs import strategy_name
+from sdbert.analysis.sweeps import expand_sweep
 from sdbert.config import instantiate
 from sdbert.errors import ConfigError
 from sdbert.paper import default_teacher_size

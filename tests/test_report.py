@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 
 from sdbert import paper
 from sdbert.analysis.report import main, paper_errors, relative_error_change, write_report
-from sdbert.analysis.rundirs import RunDirError, expand_sweep, load_run
+from sdbert.analysis.rundirs import RunDirError, load_run
+from sdbert.analysis.sweeps import expand_sweep
 from sdbert.callbacks import EpochTestEvaluation
 from sdbert.module import SelfDistillationModule
 from sdbert.paper import default_teacher_size

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sdbert.analysis.report import write_report
-from sdbert.analysis.rundirs import Run, find_runs, load_run
+from sdbert.analysis.rundirs import Run, load_run
 from sdbert.analysis.significance import (
     SignificanceError,
     compare_runs,
@@ -20,6 +20,7 @@ from sdbert.analysis.significance import (
     paired_bootstrap,
     paired_test,
 )
+from sdbert.analysis.sweeps import find_runs
 
 N = 10_000
 

@@ -26,15 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdbert.analysis.rundirs import (
-    Run,
-    RunDirError,
-    describe_difference,
-    find_runs,
-    group_runs,
-    latest_per_seed,
-    method_label,
-)
+from sdbert.analysis.rundirs import Run, RunDirError, method_label
+from sdbert.analysis.sweeps import describe_difference, find_runs, group_runs, latest_per_seed
 from sdbert.io import save_torch, write_json
 from sdbert.paths import ENSEMBLE_FILE
 

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdbert.analysis.rundirs import Run, RunDirError, find_runs
+from sdbert.analysis.rundirs import Run, RunDirError
+from sdbert.analysis.sweeps import find_runs
 
 ALPHA = 0.05
 N_RESAMPLES = 10_000

@@ -17,18 +17,9 @@ from typing import Any
 
 from sdbert import paper
 from sdbert.analysis.ensemble import vote
-from sdbert.analysis.rundirs import (
-    METHOD_DEFAULTS,
-    METHOD_KEYS,
-    Collection,
-    Run,
-    RunDirError,
-    find_runs,
-    group_runs,
-    latest_per_seed,
-    method_label,
-)
+from sdbert.analysis.rundirs import METHOD_DEFAULTS, METHOD_KEYS, Run, RunDirError, method_label
 from sdbert.analysis.significance import PairedTest, compare_runs
+from sdbert.analysis.sweeps import Collection, find_runs, group_runs, latest_per_seed
 
 #: The paper's column names and order.
 DISPLAY = {
