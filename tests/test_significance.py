@@ -144,8 +144,9 @@ def test_command_line_compares_any_two_sets_of_runs(tiny_sweep, capsys):
 
     runs = {(r.strategy, r.seed): r for r in find_runs([tiny_sweep]).runs}
     mine, theirs = [runs["sda", 1].path, runs["sda", 2].path], [runs["base", 1].path, runs["base", 2].path]
-    assert main([*map(str, mine), "--against", *map(str, theirs)]) == 0
+    assert main([*map(str, mine), "--against", *map(str, theirs), "--label", "SDA", "--against-label", "BASE"]) == 0
     out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("SDA: error ") and " · BASE: " in out[0]
     expected = compare_runs([load_run(p) for p in mine], [load_run(p) for p in theirs], "test")
     assert len(out) == 2 and "2 pair(s) by seed" in out[0]
     assert f"Δ error {expected.delta:+.2f} pp [{expected.ci_low:+.2f}, {expected.ci_high:+.2f}]" in out[1]

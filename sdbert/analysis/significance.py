@@ -24,7 +24,7 @@ The report (``sdbert-report``) compares every strategy with BASE of the same set
 runs of one test set (grouped against shuffled batches, two learning rates, ...) compare from the
 command line; the second set plays BASE's part, and pairs are made by (seed, data_seed) as above:
 
-    python -m sdbert.analysis.significance RUNS... --against RUNS... [--test test]
+    python -m sdbert.analysis.significance RUNS... --against RUNS... [--test test] [--label A --against-label B]
 
 What it does not measure: the variation between seeds beyond the ones run. The interval says how
 sure one can be that, on this test set's population, these seeds' models differ; the mean ± std over
@@ -220,13 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", help="run or sweep directories of the first setup")
     p.add_argument("--against", nargs="+", required=True, help="run or sweep directories of the reference setup")
     p.add_argument("--test", default="test", help="which test set (default: test)")
+    p.add_argument("--label", default="runs", help="the first setup's name in the output")
+    p.add_argument("--against-label", default="reference", help="the reference setup's name in the output")
     args = p.parse_args(argv)
     try:
         test = compare_runs(find_runs(args.runs).runs, find_runs(args.against).runs, args.test)
     except RunDirError as err:
         print(f"sdbert significance: error: {err}", file=sys.stderr)
         return 1
-    print(describe(test, " ".join(args.runs), " ".join(args.against)))
+    print(describe(test, args.label, args.against_label))
     return 0
 
 
