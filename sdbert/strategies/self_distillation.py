@@ -211,15 +211,16 @@ def parse_batched(value: Any) -> bool | None:
 
 
 def batch_by_default(device: torch.device) -> bool:
-    """``batched_teachers=auto``: batched on CUDA and CPU, sequential on other devices (BENCHMARKS.md).
+    """``batched_teachers=auto``: batched on CUDA, sequential elsewhere (BENCHMARKS.md section 1).
 
-    Measured: one vmapped pass over K = 5 snapshots took half the time of five sequential passes on
-    the loaded 2-core CPU at the main job's SNLI lengths (MiniLM, batch 16; ~7 % more at full
-    128-token sequences), despite CPU attention's missing vmap batching rule (torch loops there); on a
-    GPU the issue measured 2.6× at BERT-base seq 128. Devices without a measurement (MPS, XLA, …) keep
-    the sequential passes.
+    On a GPU one vmapped pass keeps the device busy where K small passes leave it waiting (the issue
+    measured 2.6× at BERT-base seq 128 on an H200). On the idle 2-core CPU the vmapped pass was slower
+    (MiniLM, K = 5, batch 16: 1,758 against 1,490 ms per training step at the main job's SNLI lengths;
+    5.3–6.0 against 4.2–4.9 s at full 128-token sequences): CPU attention has no vmap batching rule, so
+    torch loops over the snapshots there anyway, on top of the batching overhead. Devices without a
+    measurement (MPS, XLA, ...) keep the sequential passes too.
     """
-    return device.type in ("cuda", "cpu")
+    return device.type == "cuda"
 
 
 class SelfDistillationVoted(_SelfDistillation):
@@ -229,7 +230,7 @@ class SelfDistillationVoted(_SelfDistillation):
     model copies are made. ``batched_teachers`` chooses how the K forward passes (under ``no_grad``,
     on the current batch) run: ``false`` one after the other, ``true`` as one pass ``vmap``-ed over
     the stacked snapshots (``randomness="different"``: each snapshot and example draws its own dropout
-    mask, as the sequential passes do), ``auto`` batched on CUDA and CPU (:func:`batch_by_default`).
+    mask, as the sequential passes do), ``auto`` batched on CUDA only (:func:`batch_by_default`).
     Both give the same teacher: equal logits up to float rounding without dropout; with dropout the
     same distribution (independent masks per snapshot), from a different random stream.
     """
