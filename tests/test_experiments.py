@@ -135,3 +135,33 @@ def test_sdv_refuses_k_all_so_table2_sdv_leaves_it_out(tmp_path):
     cfg = compose_train(tmp_path, ["experiment=table2_sdv", "teacher_size=all"])
     with pytest.raises(ConfigError, match="strategy=sdv needs an integer teacher_size"):
         instantiate(cfg.strategy)
+
+
+@pytest.mark.parametrize(
+    "experiment,datasets,seeds,accelerator",
+    [("evidence", ("imdb", "snli"), range(1, 4), "gpu"), ("evidence_cpu", ("snli",), range(1, 6), "cpu")],
+)
+def test_evidence_experiments_pair_every_strategy_by_seed(tmp_path, experiment, datasets, seeds, accelerator):
+    """Issue 10: BASE, SE, SDA, SDV at Table 2's K and λ = 1 for every dataset and seed, data_seed = seed
+    (runs pair by seed), seed-major job order (a sweep cut short keeps complete seeds), the stated scale."""
+    cfg = _hydra_cfg(experiment)
+    jobs = _jobs(cfg, experiment)
+    cells = [_composed_cell(tmp_path / str(i), job) for i, job in enumerate(jobs)]
+    expected = {
+        (d, s, default_teacher_size(d, s) if s in ("sda", "sdv") else None, 1.0 if s in ("sda", "sdv") else None,
+         seed, seed)
+        for d in datasets for s in ("base", "se", "sda", "sdv") for seed in seeds
+    }
+    assert len(cells) == len(expected) and set(cells) == expected
+    per_seed = len(cells) // len(seeds)
+    assert [c[4] for c in cells] == [seed for seed in seeds for _ in range(per_seed)]  # seed-major
+    composed = compose_train(tmp_path / "scale", [f"experiment={experiment}"])
+    assert composed.trainer.accelerator == accelerator and composed.trainer.max_epochs == 3
+    assert composed.strategy.get("teacher_dropout", True) is True  # the default teacher (item 4)
+    if experiment == "evidence":  # the paper's setting: full data, head-512, 4 x 4, a test pass per epoch
+        assert composed.dataset.train_per_class is None and composed.dataset.max_length == 512
+        assert (composed.dataset.batch_size, composed.trainer.accumulate_grad_batches) == (4, 4)
+        assert "epoch_test" in composed.callbacks
+    else:  # the CPU regime: 150 pairs per class, one fixed 4,000-pair test subset, the last model tested
+        assert composed.dataset.train_per_class == 150 and composed.dataset.eval_size == 4000
+        assert composed.test_ckpt == "last" and composed.optim.encoder_lr == 1.0e-4
