@@ -53,6 +53,9 @@ IGNORED_KEYS = (
     "trainer.plugins",
     "model.label",
 )
+#: Method settings whose default (the paper's) the labels leave out: ``SDA (K=2)``, not
+#: ``SDA (K=2, dropout teacher, logits, no warm-up)``.
+METHOD_DEFAULTS: dict[str, Any] = {"teacher_dropout": True, "distill_target": "logits", "distill_warmup": 0.0}
 #: Config keys added after runs were written (2026-11-30), with the value that reproduces what those
 #: runs computed: a run without the key equals a new run with this value, so seeds can be added later.
 #: SDV runs from before ``strategy.batched_teachers`` ran their teachers one after the other (``false``).
@@ -62,8 +65,8 @@ ADDED_KEYS: dict[str, Any] = {
     "trainer.strategy": "auto",
     "trainer.num_nodes": 1,
     "trainer.use_distributed_sampler": False,
-    "strategy.distill_target": "logits",
-    "strategy.distill_warmup": 0.0,
+    "strategy.distill_target": METHOD_DEFAULTS["distill_target"],
+    "strategy.distill_warmup": METHOD_DEFAULTS["distill_warmup"],
 }
 #: Added keys that exist for some strategies only (the others never get them).
 ADDED_KEYS_STRATEGIES: dict[str, tuple[str, ...]] = {
@@ -71,9 +74,6 @@ ADDED_KEYS_STRATEGIES: dict[str, tuple[str, ...]] = {
     "strategy.distill_target": ("sda", "sdv"),
     "strategy.distill_warmup": ("sda", "sdv"),
 }
-#: Method settings whose default (the paper's) the labels leave out: ``SDA (K=2)``, not
-#: ``SDA (K=2, dropout teacher, logits, no warm-up)``.
-METHOD_DEFAULTS: dict[str, Any] = {"teacher_dropout": True, "distill_target": "logits", "distill_warmup": 0.0}
 #: Keys that make up the training method (strategy, K, λ); the rest of a setup is its context.
 METHOD_KEYS = ("strategy", "teacher_size", "distill_weight")
 
@@ -229,9 +229,8 @@ class Run:
             except ConfigError:  # the run failed on it: show it as given
                 out["teacher_size"] = strat["teacher_size"]
             out["distill_weight"] = float(strat.get("distill_weight", 1.0))
-            out["teacher_dropout"] = bool(strat.get("teacher_dropout", True))
-            out["distill_target"] = str(strat.get("distill_target", "logits"))
-            out["distill_warmup"] = float(strat.get("distill_warmup", 0.0))
+            for key, default in METHOD_DEFAULTS.items():  # as the strategy's describe() types them
+                out[key] = type(default)(strat.get(key, default))
         return out
 
     @property
@@ -294,12 +293,13 @@ def method_label(method: dict[str, Any]) -> str:
         parts.append(f"K={method['teacher_size']}")
     if "distill_weight" in method and float(method["distill_weight"]) != 1.0:
         parts.append(f"λ={float(method['distill_weight']):g}")
-    if method.get("teacher_dropout") is False:
+    changed = {k: method[k] for k, default in METHOD_DEFAULTS.items() if k in method and method[k] != default}
+    if "teacher_dropout" in changed:
         parts.append("eval-mode teacher")
-    if method.get("distill_target", "logits") != "logits":
-        parts.append(f"KL of {method['distill_target']}")
-    if float(method.get("distill_warmup", 0.0)):
-        parts.append(f"λ warm-up {float(method['distill_warmup']):.0%}")
+    if "distill_target" in changed:
+        parts.append(f"KL of {changed['distill_target']}")
+    if "distill_warmup" in changed:
+        parts.append(f"λ warm-up {float(changed['distill_warmup']):.0%}")
     return f"{name} ({', '.join(parts)})" if parts else name
 
 
