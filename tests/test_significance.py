@@ -150,7 +150,8 @@ def test_command_line_compares_any_two_sets_of_runs(tiny_sweep, capsys):
     expected = compare_runs([load_run(p) for p in mine], [load_run(p) for p in theirs], "test")
     assert len(out) == 2 and "2 pair(s) by seed" in out[0]
     assert f"Δ error {expected.delta:+.2f} pp [{expected.ci_low:+.2f}, {expected.ci_high:+.2f}]" in out[1]
-    assert f"bootstrap p {expected.p_value:.3f}" in out[1]
+    p = "<0.001" if expected.p_value < 0.001 else f"{expected.p_value:.3f}"
+    assert f"bootstrap p {p}" in out[1]
     assert out[1].endswith("yes" if expected.significant else "no")
     assert main([str(runs["sda", 1].path), "--against", str(tiny_sweep / "nowhere")]) == 1
     err = capsys.readouterr().err.strip()

@@ -34,6 +34,7 @@ seeds beside it shows how much a new seed would move the result.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -197,17 +198,32 @@ def compare_runs(runs: Sequence[Run], base: Sequence[Run], test_name: str, *, n_
                        alpha=alpha)
 
 
+def p_text(p: float) -> str:
+    """A p-value as the report and the command line show it."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def spread(errors: Sequence[float]) -> str:
+    """``mean ± sample std`` of per-seed errors (the mean alone for one seed)."""
+    mean = f"{statistics.fmean(errors):.2f}"
+    return f"{mean} ± {statistics.stdev(errors):.2f}" if len(errors) >= 2 else mean
+
+
+def mcnemar_text(ps: Sequence[float]) -> str:
+    """Each pair's McNemar p up to four pairs, else the range."""
+    if len(ps) <= 4:
+        return ", ".join(p_text(p) for p in ps)
+    return f"{p_text(min(ps))} – {p_text(max(ps))}"
+
+
 def describe(test: PairedTest, name: str = "runs", against: str = "against") -> str:
     """Two lines: the errors of both sides and Δ with its interval, p-values and verdict."""
-    def spread(errors: Sequence[float]) -> str:
-        return f"{np.mean(errors):.2f} ± {np.std(errors, ddof=1):.2f}" if len(errors) > 1 else f"{errors[0]:.2f}"
-
-    mcnemar = ", ".join(f"{p:.3f}" for p in test.mcnemar)
     return (
         f"{name}: error {spread(test.errors)} % · {against}: {spread(test.base_errors)} % "
         f"({test.n_pairs} pair(s) {test.pairing}, {test.n_examples} test examples)\n"
-        f"Δ error {test.delta:+.2f} pp [{test.ci_low:+.2f}, {test.ci_high:+.2f}] · bootstrap p {test.p_value:.3f} · "
-        f"McNemar p per pair {mcnemar} · significant at {test.alpha:.0%}: {'yes' if test.significant else 'no'}"
+        f"Δ error {test.delta:+.2f} pp [{test.ci_low:+.2f}, {test.ci_high:+.2f}] · "
+        f"bootstrap p {p_text(test.p_value)} · McNemar p per pair {mcnemar_text(test.mcnemar)} · "
+        f"significant at {test.alpha:.0%}: {'yes' if test.significant else 'no'}"
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from sdbert.analysis.report.collect import STRATEGY_ORDER, Column, Comparison, Record, Row
 from sdbert.analysis.report.paper_numbers import paper_error, relative_error_change
-from sdbert.analysis.significance import ALPHA, N_RESAMPLES
+from sdbert.analysis.significance import ALPHA, N_RESAMPLES, mcnemar_text, p_text, spread
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -162,22 +162,6 @@ PAIRED_HEADER = ["Model", "seeds", "error % (mean ± std)", "BASE error %",
                  f"significant at {100 * ALPHA:g} %"]
 
 
-def _p_text(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _spread(values: Sequence[float]) -> str:
-    mean = _fmt(statistics.fmean(values))
-    return f"{mean} ± {_fmt(statistics.stdev(values))}" if len(values) >= 2 else mean
-
-
-def _mcnemar_text(ps: Sequence[float]) -> str:
-    """Each pair's p up to four pairs, else the range."""
-    if len(ps) <= 4:
-        return ", ".join(_p_text(p) for p in ps)
-    return f"{_p_text(min(ps))} – {_p_text(max(ps))}"
-
-
 def paired_table(comparisons: Sequence[Comparison]) -> str:
     """One line per strategy against BASE on one test set (all ``comparisons`` on the same one)."""
     body = []
@@ -188,8 +172,8 @@ def paired_table(comparisons: Sequence[Comparison]) -> str:
             continue
         seeds = str(t.n_pairs) + ("" if t.pairing == "by seed" else "*")
         body.append([
-            c.label, seeds, _spread(t.errors), _spread(t.base_errors),
-            f"{t.delta:+.2f} [{t.ci_low:+.2f}, {t.ci_high:+.2f}]", _p_text(t.p_value), _mcnemar_text(t.mcnemar),
+            c.label, seeds, spread(t.errors), spread(t.base_errors),
+            f"{t.delta:+.2f} [{t.ci_low:+.2f}, {t.ci_high:+.2f}]", p_text(t.p_value), mcnemar_text(t.mcnemar),
             "yes" if t.significant else "no",
         ])
     return _table(PAIRED_HEADER, body)
