@@ -54,6 +54,7 @@ def check_config(cfg: DictConfig, overrides: Sequence[str] | None = None) -> Non
     explicit ``teacher_size=3`` from the config's default.
     """
     check_trainer(cfg)
+    check_compile(cfg)
     check_strategy_keys(cfg, command_line_overrides() if overrides is None else overrides)
     check_max_length(cfg)
 
@@ -76,6 +77,14 @@ def check_trainer(cfg: DictConfig) -> None:
                 f"trainer.accelerator={accelerator} but this machine has no usable GPU (experiment=paper and "
                 "trainer=gpu ask for one); add trainer=cpu, or use experiment=main (the CPU-sized job)"
             )
+
+
+def check_compile(cfg: DictConfig) -> None:
+    value = cfg.get("compile", False)
+    if not isinstance(value, bool):
+        raise ConfigError(
+            f"compile must be true or false (got {value!r}); true runs the classifier through torch.compile"
+        )
 
 
 def _explicit(overrides: Sequence[str], key: str) -> str | None:

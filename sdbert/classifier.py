@@ -40,6 +40,18 @@ class SequenceClassifier(nn.Module):
         return name.startswith("classifier.")
 
 
+def compile_classifier(model: nn.Module) -> nn.Module:
+    """Run ``model`` through ``torch.compile`` in place (the ``compile`` key of train.yaml; returns it).
+
+    In place (``nn.Module.compile``), so parameter names, checkpoints and exports stay those of an eager
+    model; ``dynamic`` shapes, as batches are padded to their own longest sequence; ``fallback_random``:
+    dropout draws eager's masks from the per-batch seed, so a compiled run trains the eager run's model
+    up to float rounding (other kernels, so not bit for bit).
+    """
+    model.compile(dynamic=True, options={"fallback_random": True})
+    return model
+
+
 def build_classifier(
     name_or_path: str,
     num_labels: int,

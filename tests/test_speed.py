@@ -223,24 +223,28 @@ def test_benchmark_loops_run_the_requested_steps(loop, strategy, tmp_path):
 
 
 def test_benchmark_table_ratios_use_the_shuffled_base_jobs():
-    """× plain, × hf and × base divide by the shuffled BASE jobs of the same seq, never by a grouped one."""
+    """× plain, × hf and × base divide by the shuffled eager BASE jobs of the same seq, never by a grouped or
+    a compiled one (listed first here, so a reference that took the first BASE row would be caught)."""
     from sdbert.bench.e2e import default_jobs
     from sdbert.bench.tables import Result, table
 
-    def result(loop, strategy="base", group=False, samples=10.0, ms=100.0):
-        job = {"loop": loop, "strategy": strategy, "group_by_length": group}
+    def result(loop, strategy="base", group=False, samples=10.0, ms=100.0, compiled=False):
+        job = {"loop": loop, "strategy": strategy, "group_by_length": group, "compile": compiled}
         return Result(job, 128, 10, samples, samples * 30, ms, 1.0, 1.0, 100.0, 1.5)
 
-    jobs = default_jobs(["base", "sda5"], ["plain", "hf", "sdbert"], group=True)
-    assert [(j.loop, j.strategy, j.group_by_length) for j in jobs] == [
-        ("plain", "base", False), ("hf", "base", False), ("sdbert", "base", False), ("sdbert", "sda5", False),
-        ("sdbert", "base", True), ("hf", "base", True)]
-    rows = table([result("plain", samples=8.0), result("hf", samples=10.0), result("sdbert", samples=9.0, ms=200.0),
+    jobs = default_jobs(["base", "sda5"], ["plain", "hf", "sdbert"], group=True, compile=True)
+    assert [(j.loop, j.strategy, j.group_by_length, j.compile) for j in jobs] == [
+        ("plain", "base", False, False), ("hf", "base", False, False), ("sdbert", "base", False, False),
+        ("sdbert", "sda5", False, False), ("sdbert", "base", True, False), ("hf", "base", True, False),
+        ("plain", "base", False, True), ("sdbert", "base", False, True)]
+    rows = table([result("plain", samples=16.0, compiled=True), result("sdbert", samples=18.0, ms=50.0, compiled=True),
+                  result("plain", samples=8.0), result("hf", samples=10.0), result("sdbert", samples=9.0, ms=200.0),
                   result("sdbert", "sda5", samples=6.0, ms=300.0), result("sdbert", group=True, samples=13.0, ms=140.0),
                   result("hf", group=True, samples=12.0)]).splitlines()[2:]
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
     ratios = [(c[1], c[2], c[6], c[7], c[8]) for c in cells]
     assert ratios == [
+        ("plain", "base +compile", "2.00", "1.60", "–"), ("sdbert", "base +compile", "2.25", "1.80", "0.25"),
         ("plain", "base", "1.00", "0.80", "–"), ("hf", "base", "1.25", "1.00", "–"),
         ("sdbert", "base", "1.12", "0.90", "1.00"), ("sdbert", "sda5", "0.75", "0.60", "1.50"),
         ("sdbert", "base +group_by_length", "1.62", "1.30", "0.70"),
@@ -260,3 +264,37 @@ def test_benchmark_token_counts_follow_the_sampler(make_cfg):
     processed = sum(b["attention_mask"].numel() for b in batches[1:3])
     assert data.tokens(1, 3) == (real, processed)
     assert processed > real
+
+
+# ----------------------------------------------------------------------------------------- torch.compile
+
+
+def _final_weights(run_dir) -> dict[str, torch.Tensor]:
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("model.")}
+
+
+@pytest.mark.long
+def test_compiled_runs_train_the_same_model(tmp_path):
+    """``compile=true`` (SDV, K = 2: the teacher passes go through ``functional_call`` on the compiled
+    student) trains the eager run's model, with dropout on: the same masks (eager's generator, per-batch
+    seeds), other kernels. Equal up to float rounding, yet not bit for bit (which shows the compiled
+    kernels ran). Bit-for-bit repeats need the same compiled kernels, so compiled runs (and resumes)
+    repeat each other up to rounding too."""
+    from tests.conftest import train_run
+
+    def run(name: str, *overrides: str) -> dict[str, torch.Tensor]:
+        return _final_weights(train_run(tmp_path / name, ["strategy=sdv", "teacher_size=2", *overrides]))
+
+    eager, compiled = run("eager"), run("compiled", "compile=true")
+    assert eager.keys() == compiled.keys()  # compiled in place: the checkpoint's names are the eager run's
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
+    assert any(not torch.equal(compiled[k], eager[k]) for k in eager)
+
+
+def test_compile_must_be_a_bool(make_cfg):
+    from sdbert.checks import check_config
+
+    with pytest.raises(ConfigError, match="compile must be true or false"):
+        check_config(make_cfg("compile=yes"), overrides=[])

@@ -57,10 +57,11 @@ class Job:
     loop: str
     strategy: str = "base"
     group_by_length: bool = False
+    compile: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.loop} {self.strategy}{' +group' if self.group_by_length else ''}"
+        return f"{self.loop} {self.strategy}" + " +group" * self.group_by_length + " +compile" * self.compile
 
 
 # ----------------------------------------------------------------------------------------- config / data
@@ -81,6 +82,7 @@ def compose(args: argparse.Namespace, job: Job, seq: int, out_dir: Path) -> Any:
         f"dataset.max_length={seq}",
         f"dataset.batch_size={args.batch}",
         f"dataset.group_by_length={str(job.group_by_length).lower()}",
+        f"compile={str(job.compile).lower()}",
         "trainer.accumulate_grad_batches=1",
         f"++trainer.max_steps={args.warmup + args.steps}",
         "++trainer.limit_val_batches=0",
@@ -210,10 +212,13 @@ def optimizer_and_schedule(model: torch.nn.Module, cfg: Any, device: str, total:
 def run_plain(cfg: Any, data: Data, clock: Clock, args: argparse.Namespace) -> None:
     import torch.nn.functional as F
 
+    from sdbert.classifier import compile_classifier
     from sdbert.config import instantiate
 
     model = instantiate(cfg.model, num_labels=len(cfg.dataset.label_names)).to(args.device).train()
     clock.begin()
+    if cfg.compile:  # as train.py compiles (the first step then includes the compilation)
+        compile_classifier(model)
     total = args.warmup + args.steps
     opt, sched = optimizer_and_schedule(model, cfg, args.device, total)
     autocast = torch.autocast(args.device, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
@@ -341,13 +346,15 @@ def run_job(args: argparse.Namespace, job: Job, seq: int) -> Result:
 # ----------------------------------------------------------------------------------------- driver
 
 
-def default_jobs(strategies: Sequence[str], loops: Sequence[str], group: bool) -> list[Job]:
+def default_jobs(strategies: Sequence[str], loops: Sequence[str], group: bool, compile: bool = False) -> list[Job]:
     jobs = [Job(loop) for loop in loops if loop != "sdbert"]
     if "sdbert" in loops:
         jobs += [Job("sdbert", s) for s in strategies]
         if group:  # sdbert, and HF Trainer on the same grouped batches (what its own group_by_length does)
             jobs += [Job("sdbert", "base", group_by_length=True)]
             jobs += [Job("hf", "base", group_by_length=True)] if "hf" in loops else []
+    if compile:  # BASE compiled as train.py's compile=true does, in the plain loop and in sdbert's
+        jobs += [Job(loop, "base", compile=True) for loop in ("plain", "sdbert") if loop in loops]
     return jobs
 
 
@@ -367,6 +374,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loops", nargs="+", default=list(LOOPS), choices=list(LOOPS))
     p.add_argument("--group-by-length", action="store_true",
                    help="add sdbert and HF Trainer BASE jobs on length-grouped batches (dataset.group_by_length)")
+    p.add_argument("--compile", action="store_true",
+                   help="add plain and sdbert BASE jobs with the classifier compiled (train.py's compile=true)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--precision", default=None, choices=["32", "bf16"], help="default: bf16 on cuda, 32 on cpu")
     p.add_argument("--override", nargs="*", default=[], help="extra train.py overrides for every job")
@@ -390,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: list[Result] = []
     argv_list = list(sys.argv[1:] if argv is None else argv)
     for seq in args.seq:
-        for job in default_jobs(args.strategies, args.loops, args.group_by_length):
+        for job in default_jobs(args.strategies, args.loops, args.group_by_length, args.compile):
             spec = json.dumps({"job": asdict(job), "seq": seq})
             proc = subprocess.run([sys.executable, "-m", "sdbert.bench", *argv_list, "--job", spec],
                                   capture_output=True, text=True)

@@ -65,7 +65,7 @@ def table(results: list[Result]) -> str:
 
     def reference(same: list[Result], loop: str) -> Result | None:
         return next((x for x in same if x.job["loop"] == loop and x.job["strategy"] == "base"
-                     and not x.job["group_by_length"]), None)
+                     and not x.job["group_by_length"] and not x.job.get("compile")), None)
 
     for r in results:
         same = [x for x in results if x.seq == r.seq]
@@ -73,7 +73,8 @@ def table(results: list[Result]) -> str:
         vs_plain = f"{r.samples_per_s / plain.samples_per_s:.2f}" if plain else "–"
         vs_hf = f"{r.samples_per_s / hf.samples_per_s:.2f}" if hf else "–"
         vs_base = f"{r.ms_per_step / base.ms_per_step:.2f}" if base and r.job["loop"] == "sdbert" else "–"
-        name = r.job["strategy"] + (" +group_by_length" if r.job["group_by_length"] else "")
+        name = r.job["strategy"] + (" +group_by_length" if r.job["group_by_length"] else "") + (
+            " +compile" if r.job.get("compile") else "")
         lines.append(
             f"| {r.seq} | {r.job['loop']} | {name} | {r.samples_per_s:.1f} | {r.real_tokens_per_s:.0f} "
             f"| {r.ms_per_step:.0f} | {vs_plain} | {vs_hf} | {vs_base} | {r.first_step_s:.1f} | {r.peak_mib:.0f} "
