@@ -5,6 +5,9 @@
 # table, results.json, the card and the versions to $OUT. One sequence length per call keeps a call
 # well under the 10-minute limit:
 #     bash bench/gpu_e2e.sh 128        # then, on the warm machine:  bash bench/gpu_e2e.sh 512
+# The moonshot (issue 9: >= 1,000 samples/s at 512, ~40 % of the bf16 peak) is a third call: BASE eager and
+# compiled (train.py's compile=true) in the plain loop and sdbert's, at full-length (static) sequences:
+#     COMPILE=1 STRATEGIES=base LOOPS="plain sdbert" bash bench/gpu_e2e.sh 512
 # CPU smoke test of this very script (tiny geometry, a few steps):
 #     GEOMETRY=tiny DEVICE=cpu STEPS=2 WARMUP=1 OUT=/tmp/gpu_e2e bash bench/gpu_e2e.sh 32
 # Packages the device lacks (hydra-core, omegaconf, lightning, torchmetrics, accelerate, ...) are
@@ -17,6 +20,10 @@ DEVICE=${DEVICE:-cuda}
 STEPS=${STEPS:-40}
 WARMUP=${WARMUP:-10}
 STRATEGIES=${STRATEGIES:-base sda5 sda_all sdv5_seq sdv5_batched}
+LOOPS=${LOOPS:-plain hf sdbert}
+COMPILE=${COMPILE:-0}
+EXTRA=()
+[[ $COMPILE == 1 ]] && EXTRA+=(--compile)
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_e2e_seq$SEQ.log") 2>&1
@@ -43,5 +50,6 @@ PY
 start=$SECONDS
 # shellcheck disable=SC2086
 $PY -W ignore -m sdbert.bench --geometry "$GEOMETRY" --data synthetic --seq "$SEQ" --batch 16 \
-  --steps "$STEPS" --warmup "$WARMUP" --device "$DEVICE" --strategies $STRATEGIES --out "$OUT/e2e_seq$SEQ"
-echo "== gpu_e2e seq $SEQ took $((SECONDS - start)) s; table: $OUT/e2e_seq$SEQ/table.md"
+  --steps "$STEPS" --warmup "$WARMUP" --device "$DEVICE" --strategies $STRATEGIES --loops $LOOPS "${EXTRA[@]}" \
+  --out "$OUT/e2e_seq$SEQ$([[ $COMPILE == 1 ]] && echo _compile)"
+echo "== gpu_e2e seq $SEQ (compile=$COMPILE) took $((SECONDS - start)) s; tables under $OUT"

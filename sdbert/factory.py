@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from sdbert.classifier import compile_classifier
 from sdbert.config import instantiate
 from sdbert.module import SelfDistillationModule
 from sdbert.strategies import TeacherStrategy
@@ -38,12 +39,19 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 
 
 def build_module(
-    cfg: DictConfig, strategy: TeacherStrategy, prediction_dir: str | Path | None = None
+    cfg: DictConfig, strategy: TeacherStrategy, prediction_dir: str | Path | None = None, training: bool = False
 ) -> SelfDistillationModule:
-    """The classifier of ``cfg.model`` for the dataset's labels, under ``strategy``, with ``cfg.optim``'s recipe."""
+    """The classifier of ``cfg.model`` for the dataset's labels, under ``strategy``, with ``cfg.optim``'s recipe.
+
+    ``training``: for a training job (train.py, the benchmark), which also honours ``cfg.compile``; the
+    after-the-fact tools (prediction, ensembles) evaluate eager models.
+    """
     label_names = list(cfg.dataset.label_names)
+    model = instantiate(cfg.model, num_labels=len(label_names))
+    if training and cfg.get("compile", False):
+        compile_classifier(model)
     return SelfDistillationModule(
-        model=instantiate(cfg.model, num_labels=len(label_names)),
+        model=model,
         strategy=strategy,
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         label_names=label_names,

@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 
 from sdbert import checks, factory, loggers, resume
 from sdbert.checkpointing import check_checkpoint
-from sdbert.classifier import compile_classifier
 from sdbert.errors import RunDirInUse, SdbertError, disk_full_error
 from sdbert.io import write_json
 from sdbert.module import STRATEGY_STATE_KEY, SelfDistillationModule
@@ -89,9 +88,7 @@ def build(
         torch.set_flush_denormal(True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = factory.build_datamodule(cfg)
-    module = factory.build_module(cfg, strategy, prediction_dir=output_dir / PREDICTIONS_DIR)
-    if cfg.get("compile", False):
-        compile_classifier(module.model)
+    module = factory.build_module(cfg, strategy, prediction_dir=output_dir / PREDICTIONS_DIR, training=True)
     if ckpt_path:
         saved = check_checkpoint(ckpt_path, module, STRATEGY_STATE_KEY)  # readable, sdbert's, the same shapes
         resume.check_fits(ckpt_path, saved, resume.run_identity(cfg, strategy.describe()))  # strategy, K, model, labels

@@ -280,7 +280,7 @@ def run_sdbert(cfg: Any, data: Data, clock: Clock, args: argparse.Namespace) -> 
     from sdbert import factory
 
     strategy = factory.build_strategy(cfg)
-    module = factory.build_module(cfg, strategy)
+    module = factory.build_module(cfg, strategy, training=True)  # as train.py (compile=true compiles)
 
     class StepClock(L.Callback):
         def on_train_batch_end(self, *_: Any, **__: Any) -> None:
