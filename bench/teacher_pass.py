@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import tempfile
 import time
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from sdbert.bench import e2e
+from sdbert.bench.tables import machine
 from sdbert.config import instantiate
 
 
@@ -150,8 +150,7 @@ def main() -> None:
         for name, v in ms.items() if name != "base step"
     }
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+        "machine": machine(),
         "batches": len(batches), "rounds": args.rounds,
         "mean_padded_length": round(sum(b["input_ids"].shape[1] for b in batches) / len(batches), 1),
         "base_step_ms": round(ms["base step"], 1), "compile_s": None if compile_s is None else round(compile_s, 1),
