@@ -98,3 +98,8 @@ class DumpRankState(Callback):
             "world_size": trainer.world_size,
         }
         torch.save(state, os.path.join(self.dirpath, f"rank{trainer.global_rank}.pt"))
+
+
+def last_state(run_dir) -> dict[str, Tensor]:
+    """The LightningModule state dict of a run's ``checkpoints/last.ckpt`` (its final weights)."""
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]

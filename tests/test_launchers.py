@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from sdbert.run import train
 from tests.conftest import CONF, FAST, ROOT
+from tests.helpers import last_state
 
 SWEEP = [*FAST, "trainer.enable_progress_bar=false", "strategy=sda", "teacher_size=1"]
 
@@ -73,12 +74,12 @@ def test_preempted_sweep_rerun_ends_like_an_uninterrupted_one(tmp_path, make_cfg
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == finished
     alone = train(make_cfg(*run, "seed=1", fast=False, out=tmp_path / "alone"))
-    expected = torch.load(tmp_path / "alone" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    expected = last_state(tmp_path / "alone")
     for job in (0, 1):
         swept = json.loads((sweep / str(job) / "metrics.json").read_text())
         for key in ("status", "optimizer_steps", "best_val_acc", "best_epoch", "test"):
             assert swept[key] == alone[key], (job, key)
-        weights = torch.load(sweep / str(job) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        weights = last_state(sweep / str(job))
         assert all(torch.equal(weights[k], expected[k]) for k in expected)
 
 

@@ -20,7 +20,7 @@ from sdbert.resume import Preemption, RunInterrupted, merge_overrides, newest_ch
 from sdbert.run import train
 from sdbert.strategies import SelfDistillationAveraged, SelfDistillationVoted, SelfEnsemble
 from tests.conftest import FAST, ROOT
-from tests.helpers import seeded_loader
+from tests.helpers import last_state, seeded_loader
 from tests.test_module import _final_params, _module, _trainer
 
 STRATEGIES = {
@@ -81,10 +81,6 @@ def _kill_at(step: int, signum: int = signal.SIGTERM) -> list[str]:
     ]
 
 
-def _last_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-
-
 @pytest.mark.parametrize(
     ("strategy", "signal_step", "step"), [("sda", 1, 2), ("sdv", 3, 3), ("se", 4, 5), ("sda", 6, 6)]
 )
@@ -109,7 +105,7 @@ def test_signal_then_resume_auto_ends_like_the_uninterrupted_run(make_cfg, tmp_p
     resumed = train(make_cfg(*overrides, "resume=auto", fast=False, out=cut_dir))
     for key in ("status", "optimizer_steps", "epochs", "best_val_acc", "best_epoch", "test", "val"):
         assert resumed[key] == full[key], key
-    a, b = _last_state(tmp_path / "full"), _last_state(cut_dir)
+    a, b = last_state(tmp_path / "full"), last_state(cut_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     pa, pb = (torch.load(d / "predictions" / "test.pt") for d in (tmp_path / "full", cut_dir))
     assert torch.equal(pa["probs"], pb["probs"])

@@ -8,7 +8,7 @@ import torch
 
 from sdbert.errors import ConfigError
 from sdbert.strategies import SelfDistillationVoted
-from tests.helpers import tiny_bert_classifier
+from tests.helpers import last_state, tiny_bert_classifier
 
 
 def _inputs(batch: int = 6, length: int = 12, vocab: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -270,8 +270,7 @@ def test_benchmark_token_counts_follow_the_sampler(make_cfg):
 
 
 def _final_weights(run_dir) -> dict[str, torch.Tensor]:
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    return {k: v for k, v in state.items() if k.startswith("model.")}
+    return {k: v for k, v in last_state(run_dir).items() if k.startswith("model.")}
 
 
 @pytest.mark.long
