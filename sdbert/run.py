@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from sdbert import checks, factory, loggers, resume
+from sdbert import checks, factory, loggers, provenance, resume
 from sdbert.checkpointing import check_checkpoint
 from sdbert.errors import RunDirInUse, SdbertError, disk_full_error
 from sdbert.io import write_json
@@ -181,6 +181,7 @@ def _fit_and_test(
         "test": test_metrics,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "output_dir": str(output_dir),
+        "provenance": provenance.collect(str(trainer.strategy.root_device), str(trainer.precision)),
         "wandb": None,
     }
     summary["wandb"] = loggers.finish_wandb_runs(trainer.loggers, summary, best_path)
