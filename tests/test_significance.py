@@ -63,6 +63,51 @@ def test_right_on_300_more_of_10000_is_significant(fixed, broken):
     assert max(result.mcnemar) < 1e-10
 
 
+def _shifted(base: np.ndarray, change: int, seed: int) -> np.ndarray:
+    """``base`` with ``change`` more (positive) or fewer (negative) examples wrong."""
+    ours = base.copy()
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero(~base if change > 0 else base)
+    ours[rng.choice(pool, abs(change), replace=False)] = change > 0
+    return ours
+
+
+def test_seed_level_test_is_a_paired_t_test_with_its_power():
+    """Brute force: the t statistic from its formula, its p from the t distribution, and the detectable
+    difference is the one the noncentral t gives 80 % power (scipy, not statsmodels)."""
+    from scipy import stats
+
+    from sdbert.analysis.significance import seed_test
+
+    e = np.array([-0.9, 0.4, -0.6, -0.2, 0.1])
+    s = seed_test(e)
+    n, sd = e.size, e.std(ddof=1)
+    t = e.mean() / (sd / np.sqrt(n))
+    assert s is not None and s.n_pairs == 5 and s.delta == pytest.approx(e.mean())
+    assert s.p_value == pytest.approx(2 * stats.t.sf(abs(t), n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+    assert (s.ci_low, s.ci_high) == pytest.approx((e.mean() - half, e.mean() + half))
+    crit = stats.t.ppf(0.975, n - 1)
+    nc = s.detectable / sd * np.sqrt(n)
+    power = stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc)
+    assert power == pytest.approx(0.8, abs=1e-4)
+    assert seed_test([0.3]) is None
+
+
+def test_a_gain_on_these_test_examples_need_not_hold_for_new_seeds():
+    """Per seed the strategy gains 2 points or loses 1 (10,000 examples each): pooled over examples the
+    mean gain of 0.8 points is far outside the bootstrap's noise, but over 5 seeds that swing, the seed-level
+    t-test does not call it (and the verdict is the seed-level test's)."""
+    changes = [-200, 100, -200, 100, -200]
+    base = [_wrong(1500, seed=s) for s in range(5)]
+    ours = [_shifted(b, c, seed=50 + s) for s, (b, c) in enumerate(zip(base, changes, strict=True))]
+    result = paired_test(np.stack(ours), np.stack(base))
+    assert result.delta == pytest.approx(-0.8) and result.p_value < 0.001  # the examples say: a difference
+    assert result.seeds is not None and result.seeds.p_value > 0.1  # new seeds say: not established
+    assert result.seeds.ci_low < 0.0 < result.seeds.ci_high and not result.significant
+    assert result.seeds.detectable > 0.8  # 5 seeds with this swing cannot see a 0.8-point difference
+
+
 def test_the_bootstrap_is_seeded_and_agrees_with_resampling_examples():
     """The multinomial shortcut gives scipy's percentile interval for resampling the examples themselves."""
     from scipy import stats
@@ -129,12 +174,21 @@ def test_report_shows_the_paired_comparison(tiny_sweep, tmp_path):
     assert sda["seeds"] == "2"
     assert sda["error % (mean ± std)"] == f"{np.mean(ours):.2f} ± {np.std(ours, ddof=1):.2f}"
     assert sda["BASE error %"] == f"{np.mean(base):.2f} ± {np.std(base, ddof=1):.2f}"
-    delta, interval = sda["Δ error, pp [95 % CI]"].split(" ", 1)
+    delta, interval = sda["examples: Δ [95 % CI]"].split(" ", 1)
     assert float(delta) == pytest.approx(np.mean(ours) - np.mean(base), abs=0.006)
     low, high = (float(x) for x in interval.strip("[]").split(","))
     assert low <= float(delta) <= high
     assert len(sda["McNemar p per seed"].split(", ")) == 2
-    assert sda["significant at 5 %"] == ("yes" if low > 0 or high < 0 else "no")
+    # the seed-level test, primary: a t-test of the two per-seed differences
+    from scipy import stats
+
+    diffs = np.subtract(ours, base)
+    seed_delta, seed_interval = sda["Δ error, pp [95 % CI over seeds]"].split(" ", 1)
+    assert float(seed_delta) == pytest.approx(diffs.mean(), abs=0.006)
+    if np.std(diffs) > 0:
+        p = stats.ttest_rel(ours, base).pvalue
+        assert sda["paired t p"] == ("<0.001" if p < 0.001 else f"{p:.3f}")
+        assert sda["significant at 5 %"] == ("yes" if p < 0.05 else "no")
 
 
 def test_command_line_compares_any_two_sets_of_runs(tiny_sweep, capsys):
@@ -148,11 +202,12 @@ def test_command_line_compares_any_two_sets_of_runs(tiny_sweep, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("SDA: error ") and " · BASE: " in out[0]
     expected = compare_runs([load_run(p) for p in mine], [load_run(p) for p in theirs], "test")
-    assert len(out) == 2 and "2 pair(s) by seed" in out[0]
-    assert f"Δ error {expected.delta:+.2f} pp [{expected.ci_low:+.2f}, {expected.ci_high:+.2f}]" in out[1]
-    p = "<0.001" if expected.p_value < 0.001 else f"{expected.p_value:.3f}"
-    assert f"bootstrap p {p}" in out[1]
+    assert len(out) == 3 and "2 pair(s) by seed" in out[0]
+    assert out[1].startswith("Δ error ") and "over seeds · paired t p " in out[1]
     assert out[1].endswith("yes" if expected.significant else "no")
+    assert f"Δ error {expected.delta:+.2f} pp [{expected.ci_low:+.2f}, {expected.ci_high:+.2f}]" in out[2]
+    p = "<0.001" if expected.p_value < 0.001 else f"{expected.p_value:.3f}"
+    assert f"bootstrap p {p}" in out[2]
     assert main([str(runs["sda", 1].path), "--against", str(tiny_sweep / "nowhere")]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "does not exist" in err

@@ -1,4 +1,4 @@
-"""Is a difference real? A strategy against BASE on the same test set, paired on the test examples.
+"""Is a difference real? A strategy against BASE on the same test set, paired by seed and by test example.
 
 Both methods were run with several seeds and tested on one test set; each run saved its predictions
 (``predictions/<test>.pt``: ``probs`` [N, C] and ``labels`` [N], in the same order for every run of one
@@ -8,6 +8,11 @@ do not match, by sorted order, and the comparison says so. For pair *p* and exam
 
 * **Δ error** (percentage points) = 100 · mean over pairs and examples of ``d``: the strategy's mean
   test error minus BASE's, over the paired seeds (negative: the strategy makes fewer errors).
+* **Seed-level paired t-test** (the primary answer: "will it help my next run?"): one error difference
+  ``e_p = error_strategy(p) − error_BASE(p)`` per seed pair, a one-sample t-test of mean ``e`` = 0 (scipy),
+  its ``1 − alpha`` t-interval, and the smallest |Δ| that ``n`` pairs with this spread of ``e`` would
+  detect at 80 % power (statsmodels' ``TTestPower``: effect size × std of ``e``). New seeds are the
+  population: the test examples are fixed.
 * **Paired bootstrap** (pooling the seed pairs): the test examples are resampled with replacement, the
   same resampled examples for every pair, and Δ is recomputed; the 2.5 and 97.5 percentiles of
   10,000 resamples are the 95 % confidence interval, and the two-sided p-value is
@@ -26,9 +31,11 @@ command line; the second set plays BASE's part, and pairs are made by (seed, dat
 
     python -m sdbert.analysis.significance RUNS... --against RUNS... [--test test] [--label A --against-label B]
 
-What it does not measure: the variation between seeds beyond the ones run. The interval says how
-sure one can be that, on this test set's population, these seeds' models differ; the mean ± std over
-seeds beside it shows how much a new seed would move the result.
+The two tests answer two questions. The seed-level test: would a new seed's run of the strategy beat a
+new seed's run of BASE on this test set? The bootstrap: on new test examples, do *these* seeds' models
+differ? The bootstrap's interval is narrow (thousands of examples) and blind to the seed spread, so it
+can call a difference that a new seed would not reproduce "significant"; the verdict is the seed-level
+test's wherever there are at least two pairs.
 """
 
 from __future__ import annotations
@@ -49,10 +56,45 @@ N_RESAMPLES = 10_000
 SEED = 0
 #: below this many discordant examples McNemar's test uses the exact binomial distribution
 EXACT_BELOW = 25
+#: the power at which the smallest detectable difference is computed
+POWER = 0.8
 
 
 class SignificanceError(RunDirError):
     """Runs that cannot be paired on their test examples (one line: which runs, what differs)."""
+
+
+@dataclass(frozen=True)
+class SeedTest:
+    """The paired t-test over per-seed error differences (points): strategy − BASE, one value per seed pair."""
+
+    n_pairs: int
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    #: the std (ddof 1) of the per-seed differences
+    std: float
+    #: the smallest |Δ| these many pairs detect at ``POWER`` with a two-sided test at ``alpha``
+    detectable: float
+
+
+def seed_test(differences: Sequence[float], alpha: float = ALPHA, power: float = POWER) -> SeedTest | None:
+    """The seed-level test of per-seed error differences; None for fewer than two pairs (no spread to judge)."""
+    from scipy import stats
+    from statsmodels.stats.power import TTestPower
+
+    e = np.asarray(differences, dtype=float)
+    n = e.size
+    if n < 2:
+        return None
+    mean, std = float(e.mean()), float(e.std(ddof=1))
+    effect = float(TTestPower().solve_power(nobs=n, alpha=alpha, power=power, alternative="two-sided"))
+    if std < 1e-9:  # every pair differs by the same amount (up to rounding): the t statistic is undefined
+        return SeedTest(n, mean, mean, mean, 1.0 if mean == 0.0 else 0.0, 0.0, 0.0)
+    result = stats.ttest_1samp(e, 0.0)
+    ci = result.confidence_interval(1 - alpha)
+    return SeedTest(n, mean, float(ci.low), float(ci.high), float(result.pvalue), std, effect * std)
 
 
 @dataclass(frozen=True)
@@ -71,6 +113,8 @@ class PairedTest:
     p_value: float
     #: McNemar's p-value per seed pair
     mcnemar: tuple[float, ...]
+    #: the seed-level paired t-test (None with one pair)
+    seeds: SeedTest | None = None
     #: how the runs were paired: ``by seed`` or ``by sorted order (...)``
     pairing: str = "by seed"
     alpha: float = ALPHA
@@ -81,8 +125,9 @@ class PairedTest:
 
     @property
     def significant(self) -> bool:
-        """The bootstrap p-value is below ``alpha`` (equivalently, the interval excludes 0)."""
-        return self.p_value < self.alpha
+        """The primary test's p-value is below ``alpha``: the seed-level t-test's, or with one pair the
+        bootstrap's (whose interval then excludes 0)."""
+        return (self.seeds.p_value if self.seeds is not None else self.p_value) < self.alpha
 
 
 def mcnemar_p(wrong: np.ndarray, base_wrong: np.ndarray) -> float:
@@ -124,15 +169,17 @@ def paired_test(wrong: np.ndarray, base_wrong: np.ndarray, *, pairing: str = "by
                                 f"on {wrong.shape[1]} vs {base_wrong.shape[1]} test examples")
     pooled = (wrong.astype(np.int8) - base_wrong.astype(np.int8)).mean(axis=0)  # D_i, in [-1, 1]
     low, high, p = paired_bootstrap(pooled, n_resamples=n_resamples, seed=seed, alpha=alpha)
+    errors, base_errors = 100.0 * wrong.mean(axis=1), 100.0 * base_wrong.mean(axis=1)
     return PairedTest(
-        errors=tuple(float(x) for x in 100.0 * wrong.mean(axis=1)),
-        base_errors=tuple(float(x) for x in 100.0 * base_wrong.mean(axis=1)),
+        errors=tuple(float(x) for x in errors),
+        base_errors=tuple(float(x) for x in base_errors),
         n_examples=wrong.shape[1],
         delta=100.0 * float(pooled.mean()),
         ci_low=100.0 * low,
         ci_high=100.0 * high,
         p_value=p,
         mcnemar=tuple(mcnemar_p(a, b) for a, b in zip(wrong, base_wrong, strict=True)),
+        seeds=seed_test(errors - base_errors, alpha=alpha),
         pairing=pairing,
         alpha=alpha,
     )
@@ -216,22 +263,33 @@ def mcnemar_text(ps: Sequence[float]) -> str:
     return f"{p_text(min(ps))} – {p_text(max(ps))}"
 
 
+def seed_text(test: PairedTest) -> str:
+    """The seed-level test as one phrase: Δ [t-interval], p, and the smallest detectable difference."""
+    s = test.seeds
+    if s is None:
+        return "seed-level test: needs two seed pairs"
+    return (f"Δ error {s.delta:+.2f} pp [{s.ci_low:+.2f}, {s.ci_high:+.2f}] over seeds · paired t p "
+            f"{p_text(s.p_value)} · detectable at {POWER:.0%} power: {s.detectable:.2f} pp")
+
+
 def describe(test: PairedTest, name: str = "runs", against: str = "against") -> str:
-    """Two lines: the errors of both sides and Δ with its interval, p-values and verdict."""
+    """Three lines: the errors of both sides; the seed-level test (primary) and verdict; the pooled
+    bootstrap and McNemar (secondary)."""
     return (
         f"{name}: error {spread(test.errors)} % · {against}: {spread(test.base_errors)} % "
         f"({test.n_pairs} pair(s) {test.pairing}, {test.n_examples} test examples)\n"
-        f"Δ error {test.delta:+.2f} pp [{test.ci_low:+.2f}, {test.ci_high:+.2f}] · "
-        f"bootstrap p {p_text(test.p_value)} · McNemar p per pair {mcnemar_text(test.mcnemar)} · "
-        f"significant at {test.alpha:.0%}: {'yes' if test.significant else 'no'}"
+        f"{seed_text(test)} · significant at {test.alpha:.0%}: {'yes' if test.significant else 'no'}\n"
+        f"test examples: Δ error {test.delta:+.2f} pp [{test.ci_low:+.2f}, {test.ci_high:+.2f}] · "
+        f"bootstrap p {p_text(test.p_value)} · McNemar p per pair {mcnemar_text(test.mcnemar)}"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m sdbert.analysis.significance",
-        description="Is the difference between two sets of runs real? A paired bootstrap (examples resampled, seed "
-        "pairs pooled) and McNemar per pair, on the runs' saved test predictions; the second set is the reference.",
+        description="Is the difference between two sets of runs real? A paired t-test over the seed pairs' error "
+        "differences (primary), a paired bootstrap (examples resampled, seed pairs pooled) and McNemar per pair, on "
+        "the runs' saved test predictions; the second set is the reference.",
     )
     p.add_argument("runs", nargs="+", help="run or sweep directories of the first setup")
     p.add_argument("--against", nargs="+", required=True, help="run or sweep directories of the reference setup")

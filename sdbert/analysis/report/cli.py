@@ -10,12 +10,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sdbert.analysis.report.collect import Results, collect, compare_with_base
+from sdbert.analysis.report.curves import curve_table, curves, figure_curve
 from sdbert.analysis.report.figures import figure_epochs, figure_lambda, figure_losses, figure_stability
 from sdbert.analysis.report.tables import paired_section, results_table, teacher_size_table, typical_seeds
 from sdbert.analysis.rundirs import Run, RunDirError
 from sdbert.io import write_text
+from sdbert.provenance import describe_environment, environment
 
 
 def runs_csv(runs: Sequence[Run]) -> str:
@@ -61,6 +64,26 @@ def run_status_lines(results: Results) -> list[str]:
     return lines
 
 
+def environment_section(results: Results) -> list[str]:
+    """Markdown: the environments (libraries, CPU, threads, kernel caps, device, precision) the finished
+    runs came from, and one line for every table row whose runs came from more than one."""
+    ok = [r for r in results.runs if r.ok]
+    envs: dict[Any, list[Run]] = {}
+    for run in ok:
+        envs.setdefault(environment(run.metrics.get("provenance")), []).append(run)
+    md = ["## Environments", ""]
+    for i, (env, runs) in enumerate(sorted(envs.items(), key=lambda kv: -len(kv[1])), start=1):
+        commits = sorted({str((r.metrics.get("provenance") or {}).get("commit", "?"))[:10] for r in runs})
+        md.append(f"{i}. {len(runs)} run(s): {describe_environment(env)}; code {', '.join(commits)}")
+    mixed = [row.label for row in results.rows
+             if len({environment(r.metrics.get("provenance")) for runs in row.runs.values() for r in runs if r.ok}) > 1]
+    md.append("")
+    if len(envs) > 1:
+        md += ["The runs come from more than one environment: numbers of different environments may differ in the "
+               f"last digits. Rows mixing environments: {', '.join(mixed) if mixed else 'none'}.", ""]
+    return md
+
+
 def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> tuple[Path, Results]:
     """Collect the runs under ``paths`` and write report.md, the PNG figures and runs.csv into ``out``."""
     results = collect(paths)
@@ -102,12 +125,21 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> 
         if t2:
             md += [f"#### Teacher size K (Table 2 layout) · {model}", "", t2, ""]
     md += paired_section(compare_with_base(results), columns)
+    for col in columns:
+        found = curves(results.rows, col)
+        if found:
+            md += [f"## Per epoch: {col.title} ({col.test_name})", "",
+                   "Mean ± std over seeds after each epoch: the error of the reported model, the training "
+                   "cross-entropy (epoch mean), and the share of the training loss that is the distillation "
+                   "term (strategies with a teacher).", "", curve_table(found), ""]
+    md += environment_section(results)
     md += ["## Figures", ""]
     figures = [
         ("Figure 3: test error over λ", figure_lambda),
         ("Figure 4: training stability over seeds", figure_stability),
         ("Figure 5: test error per epoch", figure_epochs),
         ("Figure 6: CE and MSE loss over steps", figure_losses),
+        ("Per epoch: error, training CE and distillation share", figure_curve),
     ]
     rows_all = results.rows
     for title, draw in figures:

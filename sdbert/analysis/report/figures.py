@@ -16,7 +16,7 @@ from sdbert.analysis.rundirs import Run
 from sdbert.io import write_with
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,21 +25,21 @@ def _plt() -> Any:
     return plt
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path) -> Path:
     """Write one figure as PNG and free it (pyplot keeps every open figure otherwise)."""
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def figure_lambda(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> tuple[list[Path], str | None]:
     """Fig. 3: test error over λ, one line per (strategy, K, context), per test set."""
-    plt = _plt()
+    plt = pyplot()
     paths = []
     for col in columns:
         lines: dict[tuple[str, Any, str], list[tuple[float, Cell]]] = {}
@@ -67,13 +67,13 @@ def figure_lambda(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> 
         ax.set_ylabel("test error (%)")
         ax.set_title(f"Test error on {col.title} over λ (Fig. 3)")
         ax.legend(fontsize=8)
-        paths.append(_save(fig, out / f"figure3_lambda_{_slug(col.name)}.png"))
+        paths.append(save_png(fig, out / f"figure3_lambda_{slug(col.name)}.png"))
     return paths, None if paths else "no SDA/SDV runs that differ only in λ (experiment=figure3)"
 
 
 def figure_stability(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> tuple[list[Path], str | None]:
     """Fig. 4: boxplot over seeds (data-order seeds in experiment=figure4) of each row's test metric."""
-    plt = _plt()
+    plt = pyplot()
     paths = []
     for col in columns:
         picked = [r for r in rows if not r.is_ensemble and col.name in r.cells and len(r.cells[col.name].errors) >= 2]
@@ -89,7 +89,7 @@ def figure_stability(rows: Sequence[Row], columns: Sequence[Column], out: Path) 
         ax.set_ylabel(f"test {'accuracy' if col.nli else 'error'} (%)")
         n = sorted({len(r.cells[col.name].errors) for r in picked})
         ax.set_title(f"Training stability on {col.title}: {'/'.join(map(str, n))} seeds (Fig. 4)")
-        paths.append(_save(fig, out / f"figure4_stability_{_slug(col.name)}.png"))
+        paths.append(save_png(fig, out / f"figure4_stability_{slug(col.name)}.png"))
     return paths, None if paths else "no setup with 2 or more finished seeds (experiment=figure4)"
 
 
@@ -111,7 +111,7 @@ def _history_mean(runs: Sequence[Run], column: str, index: str) -> Any:
 
 def figure_epochs(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> tuple[list[Path], str | None]:
     """Fig. 5: test error after each epoch (``epoch_<test>/err`` from ``callbacks=with_epoch_test``)."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     paths = []
@@ -133,13 +133,13 @@ def figure_epochs(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> 
         ax.set_ylabel("test error (%)")
         ax.set_title(f"Test error per epoch on {col.title} (Fig. 5)")
         ax.legend(fontsize=8)
-        paths.append(_save(fig, out / f"figure5_epoch_error_{_slug(col.name)}.png"))
+        paths.append(save_png(fig, out / f"figure5_epoch_error_{slug(col.name)}.png"))
     return paths, None if paths else "no run logged epoch_test/err (train with callbacks=with_epoch_test)"
 
 
 def figure_losses(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> tuple[list[Path], str | None]:
     """Fig. 6: cross-entropy and MSE (distillation) loss over optimizer steps, per dataset."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     paths = []
@@ -165,5 +165,5 @@ def figure_losses(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[1].legend(fontsize=7)
         fig.suptitle(f"Loss curves on {DISPLAY.get(dataset, dataset)} (Fig. 6)")
-        paths.append(_save(fig, out / f"figure6_losses_{_slug(dataset)}.png"))
+        paths.append(save_png(fig, out / f"figure6_losses_{slug(dataset)}.png"))
     return paths, None if paths else "no SDA/SDV run logged train/ce and train/mse"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from sdbert.analysis.report.collect import STRATEGY_ORDER, Column, Comparison, Record, Row
 from sdbert.analysis.report.paper_numbers import paper_error, relative_error_change
-from sdbert.analysis.significance import ALPHA, N_RESAMPLES, mcnemar_text, p_text, spread
+from sdbert.analysis.significance import ALPHA, N_RESAMPLES, POWER, PairedTest, mcnemar_text, p_text, spread
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -158,21 +158,31 @@ def teacher_size_table(records: Sequence[Record], columns: Sequence[Column]) -> 
 
 # ------------------------------------------------------------------------------------------ paired comparison
 PAIRED_HEADER = ["Model", "seeds", "error % (mean ± std)", "BASE error %",
-                 f"Δ error, pp [{100 * (1 - ALPHA):g} % CI]", "bootstrap p", "McNemar p per seed",
+                 f"Δ error, pp [{100 * (1 - ALPHA):g} % CI over seeds]", "paired t p",
+                 f"detectable at {100 * POWER:g} % power, pp",
+                 f"examples: Δ [{100 * (1 - ALPHA):g} % CI]", "bootstrap p", "McNemar p per seed",
                  f"significant at {100 * ALPHA:g} %"]
 
 
+def _seed_cells(t: PairedTest) -> list[str]:
+    s = t.seeds
+    if s is None:
+        return ["needs 2 seeds", "", ""]
+    return [f"{s.delta:+.2f} [{s.ci_low:+.2f}, {s.ci_high:+.2f}]", p_text(s.p_value), f"{s.detectable:.2f}"]
+
+
 def paired_table(comparisons: Sequence[Comparison]) -> str:
-    """One line per strategy against BASE on one test set (all ``comparisons`` on the same one)."""
+    """One line per strategy against BASE on one test set (all ``comparisons`` on the same one): the
+    seed-level test first, the pooled test-example tests beside it."""
     body = []
     for c in comparisons:
         t = c.test
         if t is None:
-            body.append([c.label, "", "", "", f"not compared: {c.problem}", "", "", ""])
+            body.append([c.label, "", "", "", f"not compared: {c.problem}", *[""] * 6])
             continue
         seeds = str(t.n_pairs) + ("" if t.pairing == "by seed" else "*")
         body.append([
-            c.label, seeds, spread(t.errors), spread(t.base_errors),
+            c.label, seeds, spread(t.errors), spread(t.base_errors), *_seed_cells(t),
             f"{t.delta:+.2f} [{t.ci_low:+.2f}, {t.ci_high:+.2f}]", p_text(t.p_value), mcnemar_text(t.mcnemar),
             "yes" if t.significant else "no",
         ])
@@ -190,11 +200,13 @@ def paired_section(comparisons: Sequence[Comparison], columns: Sequence[Column])
     level = f"{100 * (1 - ALPHA):g} %"
     md = ["## Paired comparison with BASE", "",
           "Each strategy against BASE of the same model and setup on the same test examples, runs paired by "
-          "seed: the test error (%) of the paired seeds (mean ± std), the difference Δ = strategy − BASE in "
-          f"percentage points (negative = fewer errors) with a paired-bootstrap {level} confidence interval and "
-          f"p-value (test examples resampled {N_RESAMPLES:,} times, pooling the seed pairs), and McNemar's test "
-          f"per seed pair. Significant: bootstrap p < {ALPHA:g} (the interval excludes 0). "
-          "Method: docs/experiments.md, \"Is a difference real?\".", ""]
+          "seed: the test error (%) of the paired seeds (mean ± std); first the seed-level test (will it help "
+          "a new seed's run?): the mean of the per-seed differences Δ = strategy − BASE in percentage points "
+          f"(negative = fewer errors) with its {level} t-interval, the paired t-test's p-value, and the smallest "
+          f"|Δ| this many seeds with this spread detect at {100 * POWER:g} % power; then the tests over test "
+          f"examples for these seeds (paired bootstrap, examples resampled {N_RESAMPLES:,} times pooling the "
+          f"seed pairs; McNemar per seed pair). Significant: paired t p < {ALPHA:g} (with one seed pair, "
+          "bootstrap p). Method: docs/experiments.md, \"Is a difference real?\".", ""]
     if not comparisons:
         return [*md, "Nothing to compare: no strategy has a BASE row of the same model and setup.", ""]
     for model in sorted({c.model for c in comparisons}):
