@@ -98,7 +98,7 @@ def describe_environment(env: tuple[tuple[str, str], ...] | None) -> str:
         return "not recorded"
     d = dict(env)
     libs = ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in env if k.startswith("versions."))
-    caps = [v for k, v in env if k.startswith("kernel_caps.") and v != "None"]
+    caps = [v.upper() for k, v in env if k.startswith("kernel_caps.") and v != "None"]
     capped = f"kernels capped at {'/'.join(sorted(set(caps)))}" if caps else "kernels uncapped"
     return (
         f"{d.get('device')} {d.get('precision')}, {d.get('cpu')}, {d.get('threads')} threads, {capped}; "

@@ -70,5 +70,5 @@ def test_report_shows_the_curve_and_where_its_runs_came_from(tiny_sweep, tmp_pat
     strategy = data["strategy"].upper()
     md = write_report([sweep], tmp_path / "out2")[0].read_text()
     env = md.split("## Environments", 1)[1].split("##", 1)[0]
-    assert env.count("run(s):") == 2 and "kernels capped at avx2" in env
+    assert env.count("run(s):") == 2 and "kernels capped at AVX2" in env
     assert "more than one environment" in env and f"Rows mixing environments: {strategy}" in env

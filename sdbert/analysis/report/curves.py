@@ -144,7 +144,8 @@ def figure_curve(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> t
         found = curves(rows, col)
         if not found:
             continue
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        shares = any(c.distill_share for c in found)
+        fig, axes = plt.subplots(1, 3 if shares else 2, figsize=(15 if shares else 10, 4))
         for c in found:
             _band(axes[0], c.error, c.label)
             _band(axes[1], c.ce, c.label)
@@ -152,7 +153,7 @@ def figure_curve(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> t
                 _band(axes[2], c.distill_share, c.label, scale=100.0)
         which = "test" if all(c.source.startswith("epoch_") for c in found) else "validation"
         titles = (f"{which} error (%)", "training cross-entropy (epoch mean)",
-                  "distillation term, % of the training loss")
+                  "distillation term, % of the training loss")[: len(axes)]
         for ax, title in zip(axes, titles, strict=True):
             ax.set_xlabel("epoch")
             ax.set_ylabel(title)
