@@ -1,9 +1,10 @@
-"""Where a run's wall-clock time goes, from process start (imports included):
+"""Where a benchmarked run's wall-clock time goes, from process start (imports included):
 
     python train.py +callbacks.stage_timer._target_=sdbert.bench.timing.StageTimer
 
-prints one line per stage at the end of the run and writes ``stage_times.json`` into the run directory
-(every run's metrics.json has the split from ``train()``'s start: ``wall_time_split_s``).
+prints one line per stage when the test ends and writes ``stage_times.json`` into the run directory: the
+run's own split (:class:`sdbert.timing.StageTimer`, metrics.json's ``wall_time_split_s``) with
+``startup``, the process's time before the run began (imports, Hydra), and ``total`` in front.
 """
 
 from __future__ import annotations
@@ -29,23 +30,21 @@ def _process_age_s() -> float | None:
         return None
 
 
-class StageTimer(timing.StageTimer):
-    """:class:`sdbert.timing.StageTimer` from process start, reported when the test ends."""
-
-    def __init__(self) -> None:
-        now = time.perf_counter()
-        age = _process_age_s()
-        super().__init__(now - age if age is not None else now)
+class StageTimer(L.Callback):
+    """Reports the run's :class:`sdbert.timing.StageTimer` split from process start when the test ends."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_test_end(trainer, pl_module)
-        self.report(trainer)
+        timer = timing.StageTimer.of(trainer)
+        if timer is not None:
+            self.report(trainer, timer)
 
-    def report(self, trainer: L.Trainer) -> dict[str, float]:
+    def report(self, trainer: L.Trainer, timer: timing.StageTimer) -> dict[str, float]:
         from sdbert.io import write_json
 
-        times = self.split()
-        times["total"] = round(time.perf_counter() - self.start, 1)
+        in_run = time.perf_counter() - timer.start
+        age = _process_age_s()
+        times = {"startup": round(age - in_run, 1) if age is not None else None, **timer.split(in_run),
+                 "total": round(age if age is not None else in_run, 1)}
         print("stage times (s): " + ", ".join(f"{k} {v}" for k, v in times.items()), flush=True)
         write_json(Path(trainer.default_root_dir) / "stage_times.json", times)
         return times
