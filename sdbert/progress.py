@@ -170,7 +170,7 @@ def pass_progress(trainer: L.Trainer, name: str, total: float, n_examples: int |
     """The progress of a pass that a callback runs itself (outside Lightning's loops), shown the way the
     trainer's progress bar shows the rest; silent without one (or on ranks other than 0)."""
     bar = trainer.progress_bar_callback
-    if isinstance(bar, PassReporter) and getattr(bar, "is_enabled", False):
+    if isinstance(bar, PassReporter) and bar.is_enabled:
         return bar.begin_pass(name, total, n_examples)
     return PassProgress()
 
