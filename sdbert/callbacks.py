@@ -1,21 +1,21 @@
 """sdbert's Lightning callbacks: the divergence guard, per-epoch test evaluation, per-optimizer-step
-throughput and learning rates, and the progress bar factory (the rest come from Lightning itself)."""
+throughput and learning rates, and the progress bar factory (the bars are in sdbert.progress, the rest
+come from Lightning itself)."""
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import time
-from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor
 
 from sdbert.errors import ConfigError, TrainingDiverged
-
-log = logging.getLogger("sdbert")
+from sdbert.progress import PlainProgress, RichBar, TqdmBar, batch_size, examples, pass_progress
+from sdbert.timing import StageTimer
 
 
 class DivergenceGuard(L.Callback):
@@ -84,20 +84,17 @@ class EpochTestEvaluation(L.Callback):
         loaders = datamodule.test_dataloader()
         loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
         names = list(getattr(pl_module, "test_names", None) or [f"test{i}" for i in range(len(loaders))])
-        with trainer.precision_plugin.test_step_context():
+        timer = StageTimer.of(trainer)
+        with trainer.precision_plugin.test_step_context(), timer.stage("test") if timer else nullcontext():
             for name, loader in zip(names, loaders, strict=True):
-                for model_name, acc in pl_module.evaluate(loader, extras=self.extras).items():
+                n_batches = len(loader) if hasattr(loader, "__len__") else math.inf
+                with pass_progress(trainer, f"epoch {epoch}/{trainer.max_epochs} {name}", n_batches,
+                                   examples(loader)) as progress:
+                    accs = pl_module.evaluate(progress.track(loader), extras=self.extras)
+                    progress.close(" · ".join(f"{metric_key(name, m, 'acc')} {a:.2f}" for m, a in accs.items()))
+                for model_name, acc in accs.items():
                     for metric, value in (("acc", acc), ("err", 100.0 - acc)):
                         pl_module.log(metric_key(f"epoch_{name}", model_name, metric), value, on_epoch=True)
-
-
-def _batch_size(batch: Any) -> int:
-    if isinstance(batch, Mapping):
-        batch = batch.get("labels", next(iter(batch.values()), None))
-    if isinstance(batch, (list, tuple)) and batch:
-        batch = batch[0]
-    shape = getattr(batch, "shape", None)
-    return int(shape[0]) if shape else 0
 
 
 class Throughput(L.Callback):
@@ -133,7 +130,7 @@ class Throughput(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._samples += _batch_size(batch)
+        self._samples += batch_size(batch)
         if trainer.global_step == self._step or self._start is None:
             return  # still accumulating gradients
         if pl_module.device.type == "cuda":
@@ -148,81 +145,6 @@ class Throughput(L.Callback):
             batch_size=1,
         )
         self._start, self._samples, self._step = now, 0, trainer.global_step
-
-
-def _duration(seconds: float) -> str:
-    s = max(round(seconds), 0)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-class PlainProgress(ProgressBar):
-    """Progress for logs that are not a terminal (a log file, a cluster job): one plain line every
-    ``every_n_seconds`` of training, e.g. ``epoch 1/3 · step 120/282 · train/loss 0.612 · 41.3 samples/s ·
-    ETA 3m12s``, and one line per validation (``val/acc``), through the ``sdbert`` logger.
-
-    The step is the optimizer step (time step t) out of ``trainer.estimated_stepping_batches``; the ETA
-    extrapolates the training time per optimizer step so far (validation passes excluded).
-    """
-
-    def __init__(self, every_n_seconds: float = 30.0) -> None:
-        super().__init__()
-        if not every_n_seconds > 0:
-            raise ConfigError(f"callbacks.progress_bar.every_n_seconds must be > 0 (got {every_n_seconds})")
-        self.every_n_seconds = float(every_n_seconds)
-        self._enabled = True
-        self._start: float | None = None
-        self._start_step = 0
-        self._last = 0.0
-
-    def disable(self) -> None:
-        self._enabled = False
-
-    def enable(self) -> None:
-        self._enabled = True
-
-    @property
-    def is_enabled(self) -> bool:
-        return self._enabled
-
-    def _emit(self, line: str) -> None:
-        if logging.getLogger().hasHandlers():
-            log.info(line)
-        else:  # no logging configured (not under train.py): still visible
-            print(line, flush=True)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = self._last = time.monotonic()
-        self._start_step = trainer.global_step
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        now = time.monotonic()
-        if not self._enabled or self._start is None or now - self._last < self.every_n_seconds:
-            return
-        self._last = now
-        self._emit(self.line(trainer, pl_module, now))
-
-    def line(self, trainer: L.Trainer, pl_module: L.LightningModule, now: float) -> str:
-        total = int(trainer.estimated_stepping_batches)
-        step = trainer.global_step
-        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {step}/{total}"]
-        metrics = self.get_metrics(trainer, pl_module)
-        for key, fmt in (("train/loss", "train/loss {:.4f}"), ("perf/samples_per_s", "{:.1f} samples/s")):
-            if key in metrics:
-                parts.append(fmt.format(float(metrics[key])))
-        done = step - self._start_step
-        if done > 0 and self._start is not None and total > step:
-            parts.append(f"ETA {_duration((now - self._start) / done * (total - step))}")
-        return " · ".join(parts)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._enabled or trainer.sanity_checking:
-            return
-        metrics = trainer.callback_metrics
-        values = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and k.count("/") == 1}
-        shown = " · ".join(f"{k} {v:.2f}" for k, v in sorted(values.items()) if not k.endswith("/err"))
-        self._emit(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} validated · {shown}")
 
 
 def stdout_is_terminal() -> bool:
@@ -247,16 +169,14 @@ def progress_bar(
     """
     if not enabled:
         return None
-    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
-
     if not_a_terminal not in (None, "plain"):
         raise ConfigError(f"callbacks.progress_bar.not_a_terminal={not_a_terminal!r}: use plain or null")
     if not_a_terminal == "plain" and not stdout_is_terminal():
         return PlainProgress(every_n_seconds=every_n_seconds)
     if kind == "rich":
-        return RichProgressBar(refresh_rate=refresh_rate, leave=leave)
+        return RichBar(refresh_rate=refresh_rate, leave=leave)
     if kind == "tqdm":
-        return TQDMProgressBar(refresh_rate=refresh_rate, leave=leave)
+        return TqdmBar(refresh_rate=refresh_rate, leave=leave)
     raise ConfigError(f"callbacks.progress_bar.kind={kind!r}: use rich or tqdm")
 
 

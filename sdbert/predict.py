@@ -208,10 +208,15 @@ def read_input(raw: bytes, fmt: str, fields: Sequence[str]) -> list[Example]:
 
 # -- prediction ---------------------------------------------------------------------------------------
 def predict(predictor: Predictor, texts: Sequence[tuple[str, ...]], batch_size: int = 64,
-            progress: bool | None = None) -> Any:
-    """Class probabilities [N, C] for ``texts`` in input order (batched by length; float32)."""
+            progress: bool | None = None, every_n_seconds: float = 30.0) -> Any:
+    """Class probabilities [N, C] for ``texts`` in input order (batched by length; float32).
+
+    Progress (``progress``; None: from ten batches on) goes to stderr: a bar on a terminal, else a line
+    at the start, one every ``every_n_seconds`` and one at the end (:func:`sdbert.progress.console_pass`).
+    """
     import torch
-    from tqdm.auto import tqdm
+
+    from sdbert.progress import PassProgress, console_pass
 
     if not texts:
         return torch.zeros(0, len(predictor.label_names))
@@ -224,12 +229,15 @@ def predict(predictor: Predictor, texts: Sequence[tuple[str, ...]], batch_size: 
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     out = torch.empty(len(texts), len(predictor.label_names))
     show = progress if progress is not None else len(batches) >= 10
-    with torch.inference_mode():
-        for batch in tqdm(batches, desc="predicting", unit="batch", file=sys.stderr, disable=not show):
+    reporter = console_pass("sdbert-predict: predicting", len(batches), every_n_seconds,
+                            n_examples=len(texts)) if show else PassProgress()
+    with torch.inference_mode(), reporter:
+        for batch in batches:
             features = [{k: enc[k][i] for k in keys} for i in batch]
             padded = predictor.tokenizer.pad(features, padding="longest", return_tensors="pt")
             inputs = {k: v.to(predictor.device) for k, v in padded.items()}
             out[batch] = torch.softmax(predictor.logits(inputs).float(), -1).cpu()
+            reporter.advance(len(batch))
     return out
 
 

@@ -20,6 +20,7 @@ from sdbert.module import STRATEGY_STATE_KEY, SelfDistillationModule
 from sdbert.paths import PREDICTIONS_DIR, SUMMARY_FILE
 from sdbert.rundir import check_fresh
 from sdbert.summary import print_summary
+from sdbert.timing import StageTimer
 
 log = logging.getLogger("sdbert")
 
@@ -67,10 +68,11 @@ class RunHooks:
 
 
 def build(
-    cfg: DictConfig, hooks: RunHooks | None = None, ckpt_path: str | None = None
+    cfg: DictConfig, hooks: RunHooks | None = None, ckpt_path: str | None = None, start: float | None = None
 ) -> tuple[L.LightningDataModule, SelfDistillationModule, L.Trainer]:
     """Data, module (model + strategy) and trainer (callbacks, loggers) of one run; ``ckpt_path`` is the
-    checkpoint it continues from (``ckpt_path=`` or found by ``resume=``).
+    checkpoint it continues from (``ckpt_path=`` or found by ``resume=``); ``start`` (``time.perf_counter``)
+    is when the run began, for its :class:`~sdbert.timing.StageTimer` (default: now).
 
     Everything that can be checked without data is checked first (sdbert.checks, the run directory, the
     resume checkpoint, the hooks), so bad input fails in one line before any data is prepared.
@@ -95,7 +97,8 @@ def build(
     run_loggers = factory.instantiate_group(cfg.get("logger"))
     loggers.describe_wandb_runs(run_loggers, cfg, strategy.describe())
     identity = resume.RunIdentity(resume.run_identity(cfg, strategy.describe()))
-    return datamodule, module, factory.build_trainer(cfg, run_loggers, extra_callbacks=[identity])
+    timer = StageTimer(start)
+    return datamodule, module, factory.build_trainer(cfg, run_loggers, extra_callbacks=[identity, timer])
 
 
 def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
@@ -117,7 +120,7 @@ def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     resumed_step = resume.checkpoint_step(ckpt_path) if in_place else None
     earlier_log = resume.set_aside_log(output_dir) if in_place else None
     try:
-        datamodule, module, trainer = build(cfg, hooks, ckpt_path)
+        datamodule, module, trainer = build(cfg, hooks, ckpt_path, start)
         summary = _fit_and_test(cfg, datamodule, module, trainer, start, ckpt_path)
         if hooks is not None:
             hooks.after_test(cfg, summary)
@@ -161,6 +164,7 @@ def _fit_and_test(
     best_path = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
     tested = (best_path or None) if test_ckpt == "best" else None
     results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False)
+    wall, timer = time.perf_counter() - start, StageTimer.of(trainer)
     test_metrics: dict[str, float] = {}
     for res in results:
         test_metrics.update(_scalars(res))
@@ -179,7 +183,8 @@ def _fit_and_test(
         "best_epoch": _best_epoch(ckpt),
         "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")} or _saved_val(trainer),
         "test": test_metrics,
-        "wall_time_s": round(time.perf_counter() - start, 1),
+        "wall_time_s": round(wall, 1),
+        "wall_time_split_s": timer.split(wall) if timer is not None else None,
         "output_dir": str(output_dir),
         "provenance": provenance.collect(str(trainer.strategy.root_device), str(trainer.precision)),
         "wandb": None,

@@ -34,6 +34,21 @@ def summary_row(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+#: the stages the time line under the table names; its ``other`` adds up the rest (checkpoints, other)
+SHOWN_STAGES = ("setup", "training", "validation", "test")
+
+
+def format_time_split(summary: dict[str, Any]) -> str | None:
+    """``setup 41s · training 12m10s · validation 2m31s · test 13m02s · other 9s`` from
+    ``wall_time_split_s`` (within 80 columns for runs under 100 hours), or None when the summary has none."""
+    split = summary.get("wall_time_split_s")
+    if not split:
+        return None
+    shown = {stage: float(split.get(stage, 0.0)) for stage in SHOWN_STAGES}
+    shown["other"] = sum(float(v) for k, v in split.items() if k not in SHOWN_STAGES)
+    return " · ".join(f"{stage} {_wall(seconds)}" for stage, seconds in shown.items())
+
+
 def format_summary_table(summaries: list[dict[str, Any]]) -> str:
     """A plain-text table (no truncation, no colour: it ends up in log files) of finished runs."""
     rows = [list(SUMMARY_COLUMNS), *(summary_row(s) for s in summaries)]
@@ -44,7 +59,9 @@ def format_summary_table(summaries: list[dict[str, Any]]) -> str:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    """The table a person reads at the end of a run, then where its W&B run went (if any)."""
+    """The table a person reads at the end of a run, where its time went, then where its W&B run went (if any)."""
     print("\n" + format_summary_table([summary]))
+    if (split := format_time_split(summary)) is not None:
+        print(split)
     if (hint := wandb_hint(summary.get("wandb"))) is not None:
         print(hint)

@@ -3,6 +3,7 @@ and a --help that teaches."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -31,9 +32,59 @@ def test_each_line_once_no_tip_and_plain_progress_when_not_a_terminal(tmp_path):
     plain = re.compile(r"epoch 1/1 · step \d+/10 · train/loss [\d.]+ · [\d.]+ samples/s")
     progress = [line for line in lines if plain.search(line)]
     assert len(progress) >= 2 and any("ETA" in line for line in progress)
-    assert any("validated · val/acc" in line for line in lines)
+    assert any(re.search(r"epoch 1/1 validation · done in \dm\d\ds · \d+ batches · val/acc", line) for line in lines)
     assert "━" not in proc.stdout  # no rich bar drawn into a pipe
     assert (tmp_path / "run" / "hf" / "model.safetensors").is_file()  # train.py wires export=true
+
+
+#: a FAST job's evaluation passes as its log names them: validation, the per-epoch test, the final test
+PASSES = ("epoch 1/1 validation", "epoch 1/1 test", "test")
+#: examples in its validation and test sets, one per batch: passes long enough for a few progress lines
+EVAL = 32
+STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[sdbert\]\[INFO\] - (.*)$")
+
+
+def _sdbert_lines(text: str) -> list[tuple[float, str]]:
+    """(seconds, message) of each ``sdbert`` log line (Hydra's format stamps them to the millisecond)."""
+    from datetime import datetime
+
+    found = []
+    for line in text.splitlines():
+        if m := STAMP.match(line):
+            found.append((datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp(), m[2]))
+    return found
+
+
+@pytest.mark.long
+def test_a_job_logging_to_a_file_reports_every_pass_no_more_often_than_asked(tmp_path):
+    interval = 0.02
+    log_file = tmp_path / "job.log"
+    fast = [o for o in FAST if not o.startswith(("dataset.eval_size=", "dataset.eval_batch_size="))]
+    cmd = [sys.executable, "train.py", *fast, f"dataset.eval_size={EVAL}", "dataset.eval_batch_size=1",
+           "callbacks=with_epoch_test",
+           f"callbacks.progress_bar.every_n_seconds={interval}", f"hydra.run.dir={tmp_path / 'run'}"]
+    with log_file.open("w") as out:  # a batch job: stdout to a file
+        proc = subprocess.run(cmd, cwd=ROOT, env={**ENV, "OMP_NUM_THREADS": "1"}, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=600)
+    text = log_file.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    lines = _sdbert_lines(text)
+    messages = [m for _, m in lines]
+    for name in PASSES:
+        mine = [(t, m) for t, m in lines if m.startswith(f"{name} · ")]
+        assert mine[0][1] == f"{name} · {EVAL} batches · {EVAL} examples · started", mine
+        assert re.fullmatch(rf"{name} · done in 0m0\ds · {EVAL} batches · (test|val)/acc [\d.]+.*", mine[-1][1]), mine
+        progress = mine[:-1]  # the start line, then its progress lines
+        assert len(progress) >= 2, f"{name}: no progress line within {EVAL} batches"
+        for (t0, _), (t1, m) in itertools.pairwise(progress):
+            assert re.fullmatch(rf"{name} · batch \d+/{EVAL} · [\d.]+ samples/s( · ETA \dm\d\ds)?", m)
+            assert t1 - t0 >= interval - 0.002, (name, m, t1 - t0)  # the stamps drop sub-millisecond parts
+    training = [t for t, m in lines if m.startswith("epoch 1/1 · step ")]
+    assert len(training) >= 2 and min(b - a for a, b in itertools.pairwise(training)) >= interval - 0.002
+    assert messages.index(f"test · {EVAL} batches · {EVAL} examples · started") > messages.index(
+        f"epoch 1/1 test · {EVAL} batches · {EVAL} examples · started")
+    table_end = text.rstrip().splitlines()[-1]
+    assert re.fullmatch(r"setup \w+ · training \w+ · validation \w+ · test \w+ · other \w+", table_end)
 
 
 def test_help_teaches_keys_groups_and_examples():

@@ -23,7 +23,7 @@ from sdbert import callbacks as sdb_callbacks
 from sdbert import loggers
 from sdbert.errors import ConfigError, TrainingDiverged
 from sdbert.run import main_job, train
-from sdbert.summary import SUMMARY_COLUMNS, format_summary_table, print_summary
+from sdbert.summary import SUMMARY_COLUMNS, format_summary_table, format_time_split, print_summary
 from tests.conftest import ROOT
 
 WANDB = shutil.which("wandb", path=str(Path(sys.executable).parent)) or "wandb"
@@ -322,6 +322,18 @@ def test_summary_table_has_the_expected_columns(capsys):
     assert len(printed) == 3  # no W&B line without a W&B run
 
 
+def test_the_time_line_under_the_table_splits_the_wall_time_within_80_columns(capsys):
+    split = {"setup": 41.0, "training": 730.4, "validation": 151.0, "test": 782.0, "checkpoints": 6.0, "other": 3.2}
+    run = {"dataset": "imdb", "strategy": "sdv", "epochs": 1, "best_epoch": 1, "test": {"test/acc": 75.81},
+           "wall_time_s": sum(split.values()), "output_dir": "/r", "wall_time_split_s": split}
+    print_summary(run)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[3] == "setup 41s · training 12m10s · validation 2m31s · test 13m02s · other 9s"
+    longest = dict.fromkeys(split, 99 * 3600.0 + 59 * 60)
+    assert len(format_time_split({"wall_time_split_s": longest})) <= 80
+    assert format_time_split({"wall_time_s": 3.0}) is None  # a summary without the split (older runs)
+
+
 def test_throughput_logs_samples_per_second_per_optimizer_step(monkeypatch):
     """3 micro-batches of 4, accumulation 2: optimizer steps end at batches 1 and 2 → two logs: 8 and 4 samples."""
     clock = iter([10.0, 12.0, 13.0])  # first batch starts; step 1 ends; step 2 ends
@@ -352,13 +364,15 @@ def test_throughput_logs_samples_per_second_per_optimizer_step(monkeypatch):
 def test_progress_bar_config(make_cfg, overrides, expected, monkeypatch):
     from lightning.pytorch.callbacks import ProgressBar
 
+    from sdbert.progress import PassReporter
     from sdbert.run import build
 
     monkeypatch.setattr(sdb_callbacks, "stdout_is_terminal", lambda: True)  # the bar shown on a terminal
 
     _, _, trainer = build(make_cfg(*overrides))
-    bars = [type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, ProgressBar)]
-    assert bars == ([expected] if expected else [])
+    bars = [cb for cb in trainer.callbacks if isinstance(cb, ProgressBar)]
+    assert [type(cb).__mro__[1].__name__ for cb in bars] == ([expected] if expected else [])  # Lightning's bar
+    assert all(isinstance(cb, PassReporter) for cb in bars)  # ... that also shows the epoch test's passes
     assert any(isinstance(cb, sdb_callbacks.Throughput) for cb in trainer.callbacks)
 
 

@@ -123,7 +123,7 @@ def test_sentence_pairs_from_csv_tab_lines_and_an_exported_folder(nli_run, tmp_p
     assert _rows(capsys.readouterr().out)[0]["line"] == 1
 
 
-def test_progress_bar_on_long_inputs_goes_to_stderr(tiny_run, capsys):
+def test_progress_on_long_inputs_goes_to_stderr(tiny_run, capsys):
     predictor = load_predictor(tiny_run("strategy=se"))
     capsys.readouterr()
     texts = [(f"text number {i}",) for i in range(12)]
@@ -131,7 +131,9 @@ def test_progress_bar_on_long_inputs_goes_to_stderr(tiny_run, capsys):
     assert "predicting" not in capsys.readouterr().err
     long = predict(predictor, texts, batch_size=1)
     captured = capsys.readouterr()
-    assert "predicting" in captured.err and captured.out == ""
+    err = captured.err.splitlines()  # not a terminal: plain lines, the pass's start and end
+    assert err[0] == "sdbert-predict: predicting · 12 batches · 12 examples · started" and captured.out == ""
+    assert err[-1].startswith("sdbert-predict: predicting · done in 0m0") and err[-1].endswith(" · 12 batches")
     assert torch.allclose(long[:3], short, atol=1e-6)
 
 
