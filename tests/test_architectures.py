@@ -69,6 +69,10 @@ def test_bert_classifier_is_eq1_and_reads_the_earlier_classifiers_checkpoints(ti
     assert not torch.allclose(model(**inputs), expected)  # not by accident: another head before loading
     model.load_state_dict(earlier)
     torch.testing.assert_close(model(**inputs), expected, rtol=0, atol=1e-6)
+    holder = nn.Module()  # inside a module, as the LightningModule's checkpoints hold it (``model.encoder.*``)
+    holder.model = build_classifier(str(folder), num_labels=3).eval()
+    holder.load_state_dict({f"model.{k}": v for k, v in earlier.items()})
+    torch.testing.assert_close(holder.model(**inputs), expected, rtol=0, atol=1e-6)
     # the new head is drawn N(0, initializer_range) with a zero bias, as eq. (1)'s was
     fresh = build_classifier(str(folder), num_labels=200).hf.classifier
     assert torch.count_nonzero(fresh.bias) == 0
