@@ -41,11 +41,11 @@ STRATEGIES = {
 
 
 def build(geometry: str, device: torch.device) -> SequenceClassifier:
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(vocab_size=30522, **GEOMETRIES[geometry])
+    config = BertConfig(vocab_size=30522, num_labels=2, **GEOMETRIES[geometry])
     config._attn_implementation = "sdpa"
-    return SequenceClassifier(BertModel(config), num_labels=2).to(device).train()
+    return SequenceClassifier(BertForSequenceClassification(config)).to(device).train()
 
 
 def time_strategy(name: str, geometry: str, seq: int, batch: int, steps: int, warmup: int, device: torch.device,

@@ -1,4 +1,10 @@
-"""The classifier of eq. (1): a pretrained encoder plus a softmax layer on [CLS]."""
+"""The classifier of eq. (1): the encoder's own Hugging Face sequence-classification model.
+
+``AutoModelForSequenceClassification`` builds it for any architecture; for BERT that is eq. (1) itself
+(dropout + linear layer on the pooled [CLS], the linear layer initialised N(0, initializer_range)).
+:class:`SequenceClassifier` calls it like the rest of sdbert does (``model(**inputs)`` → logits) and
+says which parameters are the head from the model itself (``base_model_prefix``).
+"""
 
 from __future__ import annotations
 
@@ -6,38 +12,71 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from sdbert.errors import ConfigError
 from sdbert.sources.models import hub_error, quiet_transformers, resolve_pretrained
+
+#: the config keys ``model.dropout`` sets, per ``model_type``: every dropout of the encoder and of its
+#: classification head, so one rate (the paper's 0.1) holds everywhere
+DROPOUT_KEYS: dict[str, tuple[str, ...]] = {
+    "bert": ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"),
+    "roberta": ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"),
+    "electra": ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"),
+    "mpnet": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "deberta-v2": ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout", "cls_dropout"),
+    "modernbert": ("embedding_dropout", "attention_dropout", "mlp_dropout", "classifier_dropout"),
+}
+#: where the weights of checkpoints written by sdbert's earlier classifier (``encoder`` + ``classifier``
+#: on the pooled [CLS]) live in the Hugging Face model of the same architecture, by ``model_type``
+LEGACY_PARAMETERS: dict[str, dict[str, str]] = {"bert": {"encoder.": "{base}.", "classifier.": "classifier."}}
+
+
+def set_dropout(config: Any, dropout: float | None) -> None:
+    """Set every dropout of ``config``'s model to ``dropout`` (:data:`DROPOUT_KEYS`); None keeps the config's."""
+    if dropout is None:
+        return
+    keys = DROPOUT_KEYS.get(config.model_type)
+    if keys is None:
+        raise ConfigError(
+            f"model.dropout: sdbert does not know the dropout keys of model type '{config.model_type}' (known: "
+            f"{', '.join(sorted(DROPOUT_KEYS))}); set model.dropout=null to keep the model's own config"
+        )
+    for key in keys:
+        setattr(config, key, float(dropout))
 
 
 class SequenceClassifier(nn.Module):
-    """Encoder + dropout + linear layer on the [CLS] representation: softmax(W h), eq. (1).
+    """A ``transformers`` sequence-classification model (``hf``) returning its logits: softmax(W h), eq. (1).
 
-    ``pooling='pooler'`` uses BERT's pooled [CLS] (tanh layer), as the official fine-tuning code does;
-    ``'cls'`` uses the raw last hidden state of [CLS]. Encoders without a pooler fall back to ``'cls'``.
+    The head is everything outside the base model (``hf.base_model_prefix``): BERT's linear layer,
+    RoBERTa's and ELECTRA's dense + output layers, DeBERTa's context pooler + linear layer, ModernBERT's
+    prediction head + linear layer. Checkpoints of sdbert's earlier classifier load through
+    :data:`LEGACY_PARAMETERS`.
     """
 
-    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1, pooling: str = "pooler") -> None:
+    def __init__(self, hf: nn.Module) -> None:
         super().__init__()
-        if pooling not in ("pooler", "cls"):
-            raise ValueError(f"model.pooling must be 'pooler' or 'cls' (got {pooling!r})")
-        self.encoder = encoder
-        self.pooling = pooling if getattr(encoder, "pooler", None) is not None else "cls"
-        hidden = encoder.config.hidden_size
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden, num_labels)
-        std = getattr(encoder.config, "initializer_range", 0.02)
-        nn.init.normal_(self.classifier.weight, std=std)
-        nn.init.zeros_(self.classifier.bias)
+        self.hf = hf
+        self.register_load_state_dict_pre_hook(_legacy_names)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **inputs: Tensor) -> Tensor:
+    def forward(self, **inputs: Tensor) -> Tensor:
         """Logits of shape (batch, num_labels)."""
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs)
-        h = out.pooler_output if self.pooling == "pooler" else out.last_hidden_state[:, 0]
-        return self.classifier(self.dropout(h))
+        return self.hf(**inputs, return_dict=True).logits
 
     def is_head(self, name: str) -> bool:
-        """Whether a parameter belongs to the softmax layer (trained with the larger learning rate)."""
-        return name.startswith("classifier.")
+        """Whether parameter ``name`` belongs to the classification head (trained with the larger learning rate)."""
+        return not name.startswith(f"hf.{self.hf.base_model_prefix}.")
+
+
+def _legacy_names(module: SequenceClassifier, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Rename, in place, the earlier classifier's parameter names in ``state_dict`` to the Hugging Face model's."""
+    renames = LEGACY_PARAMETERS.get(module.hf.config.model_type, {})
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "hf.")]:
+        rest = key[len(prefix) :]
+        for old, new in renames.items():
+            if rest.startswith(old):
+                target = new.format(base=module.hf.base_model_prefix)
+                state_dict[f"{prefix}hf.{target}{rest[len(old):]}"] = state_dict.pop(key)
+                break
 
 
 def compile_classifier(model: nn.Module) -> nn.Module:
@@ -55,39 +94,52 @@ def compile_classifier(model: nn.Module) -> nn.Module:
 def build_classifier(
     name_or_path: str,
     num_labels: int,
-    dropout: float = 0.1,
-    pooling: str = "pooler",
+    dropout: float | None = 0.1,
     random_init: dict[str, Any] | None = None,
-    attn_implementation: str | None = "sdpa",
+    attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
     label: str | None = None,
+    pooling: str = "pooler",
 ) -> SequenceClassifier:
-    """Load (or, with ``random_init``, build from a shrunk config) the encoder and add the head.
+    """Load (or, with ``random_init``, build from a changed config) the model's sequence-classification model.
 
-    ``random_init`` overrides config fields and skips the pretrained weights: the tiny test and
-    benchmark models are the embedded MiniLM's geometry cut down, with its tokenizer. ``label`` is the
-    name runs record the model under (:func:`sdbert.checks.recorded_model`); it does not affect the model.
+    ``dropout``: every dropout of encoder and head (:func:`set_dropout`). ``random_init`` overrides config
+    fields and skips the pretrained weights: the tiny test and benchmark models. ``attn_implementation``:
+    None takes the architecture's default (SDPA where it has one). ``gradient_checkpointing`` recomputes
+    each layer's activations in the backward pass instead of keeping them (less memory, about one more
+    forward pass of time). ``label`` is the name runs record the model under
+    (:func:`sdbert.checks.recorded_model`); it does not affect the model. ``pooling``: runs configured
+    before the classifier was the model's own carry ``pooler``, which is what this builds.
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    if pooling != "pooler":
+        raise ConfigError(
+            f"model.pooling={pooling} is not available: the classifier is the model's own sequence-classification "
+            "head (BERT: the pooled [CLS]); remove model.pooling"
+        )
     quiet_transformers()
     resolved = resolve_pretrained(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(resolved)
+        config = AutoConfig.from_pretrained(resolved, num_labels=num_labels)
     except (OSError, ValueError) as err:
         raise hub_error(name_or_path, err) from err
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-        if hasattr(config, key):
-            setattr(config, key, dropout)
+    set_dropout(config, dropout)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    if random_init:
-        config.update(dict(random_init))
-        encoder = AutoModel.from_config(config, **kwargs)
-    else:
-        try:
-            encoder = AutoModel.from_pretrained(resolved, config=config, **kwargs)
-        except (OSError, ValueError) as err:
-            raise hub_error(name_or_path, err) from err
-    encoder.float()
-    # from_pretrained hands the encoder back in eval mode; Lightning keeps modules' modes, so without
-    # this the encoder's dropout (0.1 in the recipe) would silently stay off during training.
-    return SequenceClassifier(encoder, num_labels=num_labels, dropout=dropout, pooling=pooling).train()
+    try:
+        if random_init:
+            config.update(dict(random_init))
+            hf = AutoModelForSequenceClassification.from_config(config, **kwargs)
+        else:
+            hf = AutoModelForSequenceClassification.from_pretrained(resolved, config=config, **kwargs)
+    except ValueError as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"model '{name_or_path}': no sequence-classification model for it ({reason})") from None
+    except OSError as err:
+        raise hub_error(name_or_path, err) from err
+    hf.float()
+    if gradient_checkpointing:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # from_pretrained hands the model back in eval mode; Lightning keeps modules' modes, so without this
+    # its dropout (0.1 in the recipe) would silently stay off during training.
+    return SequenceClassifier(hf).train()

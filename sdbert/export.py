@@ -4,13 +4,10 @@ The folder (``config.json`` with ``id2label``/``label2id``, ``model.safetensors`
 a ``README.md`` model card) loads unchanged with ``AutoModelForSequenceClassification.from_pretrained`` and
 ``pipeline("text-classification")``.
 
-sdbert's classifier is encoder → pooled [CLS] → dropout → linear (eq. 1), which is exactly the head of
-Hugging Face's ``BertForSequenceClassification`` (pooler → dropout → classifier): ``encoder.*`` becomes the
-base model (``bert.*``) and ``classifier.*`` stays ``classifier.*``. Where the Hugging Face class of the
-encoder's architecture has another head (MPNet, RoBERTa: dense → tanh → linear on the raw [CLS]), or with
-``model.pooling=cls`` (the raw [CLS] state: no Hugging Face class uses it under a single linear layer),
-there is no equivalent and the export is refused in one line. Every export is checked: the Hugging Face
-model's logits must equal sdbert's on a probe batch before anything is written.
+sdbert's classifier is the architecture's own Hugging Face sequence-classification model
+(:mod:`sdbert.classifier`), so every architecture exports: the folder is that model's ``save_pretrained``.
+Every export is checked: the folder, loaded back with ``AutoModelForSequenceClassification``, must give
+sdbert's logits on a probe batch, else nothing is written.
 
 Which weights: the reported model (SE: the parameter average; SDA/SDV: the student), or with
 ``--model teacher`` SDA's averaged teacher (SDV's voted teacher is K models and has no single export).
@@ -38,7 +35,7 @@ MAX_LOGIT_DIFF = 1e-4
 
 
 class ExportError(TrainedModelError):
-    """The model has no Hugging Face equivalent, or the export failed its check."""
+    """The exported folder does not give sdbert's logits when loaded back."""
 
 
 def _probe_inputs(tokenizer: Any, pair: bool) -> dict[str, Any]:
@@ -47,67 +44,9 @@ def _probe_inputs(tokenizer: Any, pair: bool) -> dict[str, Any]:
     return dict(tokenizer(*args, padding=True, truncation=True, max_length=64, return_tensors="pt"))
 
 
-def _huggingface_twin(model: Any, labels: list[str]) -> Any:
-    """An untrained ``transformers`` model with sdbert's head for ``model`` (a SequenceClassifier), or
-    :class:`ExportError` where the architecture's Hugging Face head is another one."""
-    from torch import nn
-    from transformers import AutoModelForSequenceClassification
-
-    if model.pooling != "pooler":
-        raise ExportError(
-            f"model.pooling={model.pooling} (the raw [CLS] state under a linear layer) has no Hugging Face "
-            "equivalent (BertForSequenceClassification uses the pooled [CLS]); train with model.pooling=pooler "
-            "to export, or predict with python -m sdbert.predict on the run"
-        )
-    config = copy.deepcopy(model.encoder.config)
-    config.num_labels = len(labels)
-    config.id2label = dict(enumerate(labels))
-    config.label2id = {name: i for i, name in enumerate(labels)}
-    config.classifier_dropout = model.dropout.p
-    try:
-        hf = AutoModelForSequenceClassification.from_config(config)
-    except ValueError as err:
-        raise ExportError(f"{type(model.encoder).__name__} has no Hugging Face classification class ({err})") from None
-    base = getattr(hf, hf.base_model_prefix, None)
-    head = getattr(hf, "classifier", None)
-    if not isinstance(head, nn.Linear) or getattr(base, "pooler", None) is None:
-        raise ExportError(
-            f"{type(hf).__name__}'s head ({type(head).__name__}) is not sdbert's (pooled [CLS] → dropout → "
-            "linear), so this model has no Hugging Face equivalent; predict with python -m sdbert.predict instead"
-        )
-    return hf
-
-
-def check_exportable(cfg: Any) -> None:
-    """Raise :class:`ExportError` now (before training, for ``export=true``) where the export of ``cfg.model``
-    would be refused; builds the model's structure only (meta device: no weights, no memory)."""
-    import torch
-    from transformers import AutoConfig, AutoModel
-
-    from sdbert.classifier import SequenceClassifier
-    from sdbert.sources.models import hub_error, resolve_pretrained
-
-    model_cfg = cfg.model
-    try:
-        config = AutoConfig.from_pretrained(resolve_pretrained(str(model_cfg.name_or_path)))
-    except (OSError, ValueError) as err:
-        raise hub_error(str(model_cfg.name_or_path), err) from err
-    if model_cfg.get("random_init"):
-        config.update(dict(model_cfg.random_init))
-    labels = [str(n) for n in cfg.dataset.label_names]
-    with torch.device("meta"):
-        model = SequenceClassifier(AutoModel.from_config(config), num_labels=len(labels),
-                                   dropout=float(model_cfg.get("dropout", 0.1)),
-                                   pooling=str(model_cfg.get("pooling", "pooler")))
-        _huggingface_twin(model, labels)
-
-
 class ExportAfterTest(RunHooks):
-    """``export=true``: refuse an unexportable model before training; after testing, write the tested model
-    as a Hugging Face folder ``<run dir>/hf`` (its path goes into ``metrics.json`` as ``export``)."""
-
-    def before(self, cfg: Any) -> None:
-        check_exportable(cfg)
+    """``export=true``: after testing, write the tested model as a Hugging Face folder ``<run dir>/hf`` (its
+    path goes into ``metrics.json`` as ``export``)."""
 
     def after_test(self, cfg: Any, summary: dict[str, Any]) -> None:
         import logging
@@ -121,29 +60,30 @@ class ExportAfterTest(RunHooks):
 
 
 def to_huggingface(trained: Trained, which: str = REPORTED) -> Any:
-    """The ``transformers`` sequence-classification model equivalent to ``trained``'s ``which`` model.
+    """The ``transformers`` sequence-classification model of ``trained``'s ``which`` model (a copy, eval
+    mode), its config naming the run's labels (``id2label``/``label2id``)."""
+    hf = copy.deepcopy(trained.model(which).hf)
+    labels = trained.label_names
+    hf.config.id2label = dict(enumerate(labels))
+    hf.config.label2id = {name: i for i, name in enumerate(labels)}
+    return hf.eval()
 
-    Raises :class:`ExportError` where the architecture's Hugging Face head is not sdbert's head, or where
-    the two models' logits differ on a probe batch.
-    """
+
+def check_reloaded(folder: Path, trained: Trained, which: str) -> None:
+    """Raise :class:`ExportError` where the model ``AutoModelForSequenceClassification`` loads from ``folder``
+    differs from sdbert's ``which`` model by more than :data:`MAX_LOGIT_DIFF` on a probe batch."""
     import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = trained.model(which)
-    hf = _huggingface_twin(model, trained.label_names)
-    getattr(hf, hf.base_model_prefix).load_state_dict(model.encoder.state_dict())
-    hf.classifier.load_state_dict(model.classifier.state_dict())
-    hf.eval()
-    from sdbert.sources.models import load_tokenizer
-
-    probe = _probe_inputs(load_tokenizer(str(trained.cfg.model.name_or_path)), len(trained.text_fields) == 2)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    probe = _probe_inputs(AutoTokenizer.from_pretrained(folder), len(trained.text_fields) == 2)
     with torch.no_grad():
-        diff = (hf(**probe).logits - model(**probe)).abs().max().item()
+        diff = (reloaded(**probe).logits - trained.model(which)(**probe)).abs().max().item()
     if not diff <= MAX_LOGIT_DIFF:
         raise ExportError(
-            f"the Hugging Face {type(hf).__name__} differs from sdbert's model by {diff:.2e} in the logits "
-            f"(allowed {MAX_LOGIT_DIFF:g}): the architectures are not equivalent; nothing was written"
+            f"the exported {type(reloaded).__name__} differs from sdbert's model by {diff:.2e} in the logits "
+            f"(allowed {MAX_LOGIT_DIFF:g}) once loaded back; nothing was written"
         )
-    return hf
 
 
 def _metric_lines(summary: dict[str, Any]) -> list[str]:
@@ -223,8 +163,9 @@ def export_trained(trained: Trained, out_dir: str | os.PathLike[str], which: str
     """Write the Hugging Face folder of an already loaded model (its ``summary`` goes into the model card)."""
     from transformers import AutoTokenizer
 
-    from sdbert.sources.models import resolve_pretrained
+    from sdbert.sources.models import quiet_transformers, resolve_pretrained
 
+    quiet_transformers()
     hf = to_huggingface(trained, which)
     tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(str(trained.cfg.model.name_or_path)))
     tokenizer.model_max_length = trained.max_length
@@ -248,6 +189,7 @@ def export_trained(trained: Trained, out_dir: str | os.PathLike[str], which: str
             ),
             encoding="utf-8",
         )
+        check_reloaded(tmp, trained, which)
     return out
 
 

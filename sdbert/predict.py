@@ -9,6 +9,8 @@ Output: one JSON line (or CSV row, ``--format csv``) per valid input, in input o
 input's line number; the argument's number for arguments; CSV: the row's last line), ``label`` (the most
 probable class) and the probability of every class. Inputs are tokenised as in training (the run's
 ``max_length``, truncated on the right) and batched by length; the model runs on the GPU when there is one.
+An exported folder is read through ``transformers``' ``pipeline("text-classification")``, the code path its
+other users take.
 
 Bad rows (an empty text, a missing pair field, bytes that are not UTF-8, invalid JSON) are reported on
 stderr with their line numbers and skipped; the valid rows are still predicted and written, and the exit
@@ -48,9 +50,41 @@ class Example:
     error: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
+class Progress:
+    """How a prediction pass reports progress: whether at all, how often in a log, over how many examples."""
+
+    show: bool
+    every_n_seconds: float
+    n_examples: int
+
+    def start(self, total: int) -> Any:
+        """The reporter of a pass of ``total`` steps (``advance(n)`` per step; a context manager)."""
+        from sdbert.progress import PassProgress, console_pass
+
+        if not self.show:
+            return PassProgress()
+        return console_pass("sdbert-predict: predicting", total, self.every_n_seconds, n_examples=self.n_examples)
+
+
 class Predictor:
-    """What prediction needs: the label names, the text fields, how to tokenise and how to get logits."""
+    """What prediction needs: the label names, the text fields, and class probabilities for texts."""
+
+    label_names: list[str]
+    text_fields: list[str]
+
+    @property
+    def pair(self) -> bool:
+        return len(self.text_fields) == 2
+
+    def probabilities(self, texts: Sequence[tuple[str, ...]], batch_size: int, progress: Progress) -> Any:
+        """Class probabilities [N, C] (float32) for ``texts`` in input order, reporting through ``progress``."""
+        raise NotImplementedError
+
+
+@dataclass
+class RunPredictor(Predictor):
+    """A run's model through its strategy: tokenised as in training, batched by length."""
 
     label_names: list[str]
     text_fields: list[str]
@@ -59,9 +93,52 @@ class Predictor:
     logits: Callable[[dict[str, Any]], Any]
     device: Any
 
-    @property
-    def pair(self) -> bool:
-        return len(self.text_fields) == 2
+    def probabilities(self, texts: Sequence[tuple[str, ...]], batch_size: int, progress: Progress) -> Any:
+        import torch
+
+        columns = list(zip(*texts, strict=True))
+        truncation = "longest_first" if self.pair else True
+        enc = self.tokenizer(*[list(c) for c in columns], truncation=truncation, max_length=self.max_length,
+                             padding=False)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        out = torch.empty(len(texts), len(self.label_names))
+        with torch.inference_mode(), progress.start(len(batches)) as reporter:
+            for batch in batches:
+                features = [{k: enc[k][i] for k in keys} for i in batch]
+                padded = self.tokenizer.pad(features, padding="longest", return_tensors="pt")
+                inputs = {k: v.to(self.device) for k, v in padded.items()}
+                out[batch] = torch.softmax(self.logits(inputs).float(), -1).cpu()
+                reporter.advance(len(batch))
+        return out
+
+
+@dataclass
+class ExportedPredictor(Predictor):
+    """An exported folder through ``transformers``' ``pipeline("text-classification")``, as its users load it
+    (the tokenizer's ``model_max_length`` is the run's ``max_length``; pairs as ``text``/``text_pair``)."""
+
+    label_names: list[str]
+    text_fields: list[str]
+    pipe: Any
+
+    def probabilities(self, texts: Sequence[tuple[str, ...]], batch_size: int, progress: Progress) -> Any:
+        import torch
+
+        inputs = [t[0] if len(t) == 1 else {"text": t[0], "text_pair": t[1]} for t in texts]
+        index = {name: i for i, name in enumerate(self.label_names)}
+        out = torch.empty(len(texts), len(self.label_names))
+        chunk = 16 * batch_size
+        with progress.start(-(-len(inputs) // chunk)) as reporter:
+            for start in range(0, len(inputs), chunk):
+                results = self.pipe(inputs[start : start + chunk], batch_size=batch_size, top_k=None,
+                                    truncation=True, function_to_apply="softmax")
+                for i, scores in enumerate(results, start):
+                    for score in scores:
+                        out[i, index[score["label"]]] = score["score"]
+                reporter.advance(len(results))
+        return out
 
 
 # -- the model ----------------------------------------------------------------------------------------
@@ -95,11 +172,11 @@ def load_predictor(source: str | os.PathLike[str], which: str = REPORTED, checkp
     def logits(inputs: dict[str, Any]) -> Any:
         return strategy.eval_logits(module.model, inputs, extras=which != REPORTED)[which]
 
-    return Predictor(trained.label_names, trained.text_fields, tokenizer, trained.max_length, logits, dev)
+    return RunPredictor(trained.label_names, trained.text_fields, tokenizer, trained.max_length, logits, dev)
 
 
 def _exported(path: Path, which: str, device: Any) -> Predictor:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import pipeline
 
     from sdbert.sources.models import quiet_transformers
 
@@ -111,14 +188,10 @@ def _exported(path: Path, which: str, device: Any) -> Predictor:
         raise PredictError(f"{path} is an exported model: it holds one model, so --model {which} does not apply")
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     quiet_transformers()
-    model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-
-    def logits(inputs: dict[str, Any]) -> Any:
-        return model(**inputs).logits
-
-    return Predictor(labels, list(meta["text_fields"]), tokenizer, int(meta["max_length"]), logits, device)
+    pipe = pipeline("text-classification", model=str(path), device=device)
+    config = pipe.model.config
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    return ExportedPredictor(labels, list(meta["text_fields"]), pipe)
 
 
 # -- reading inputs -----------------------------------------------------------------------------------
@@ -209,36 +282,17 @@ def read_input(raw: bytes, fmt: str, fields: Sequence[str]) -> list[Example]:
 # -- prediction ---------------------------------------------------------------------------------------
 def predict(predictor: Predictor, texts: Sequence[tuple[str, ...]], batch_size: int = 64,
             progress: bool | None = None, every_n_seconds: float = 30.0) -> Any:
-    """Class probabilities [N, C] for ``texts`` in input order (batched by length; float32).
+    """Class probabilities [N, C] for ``texts`` in input order (float32).
 
     Progress (``progress``; None: from ten batches on) goes to stderr: a bar on a terminal, else a line
     at the start, one every ``every_n_seconds`` and one at the end (:func:`sdbert.progress.console_pass`).
     """
     import torch
 
-    from sdbert.progress import PassProgress, console_pass
-
     if not texts:
         return torch.zeros(0, len(predictor.label_names))
-    columns = list(zip(*texts, strict=True))
-    truncation = "longest_first" if predictor.pair else True
-    enc = predictor.tokenizer(*[list(c) for c in columns], truncation=truncation,
-                              max_length=predictor.max_length, padding=False)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    out = torch.empty(len(texts), len(predictor.label_names))
-    show = progress if progress is not None else len(batches) >= 10
-    reporter = console_pass("sdbert-predict: predicting", len(batches), every_n_seconds,
-                            n_examples=len(texts)) if show else PassProgress()
-    with torch.inference_mode(), reporter:
-        for batch in batches:
-            features = [{k: enc[k][i] for k in keys} for i in batch]
-            padded = predictor.tokenizer.pad(features, padding="longest", return_tensors="pt")
-            inputs = {k: v.to(predictor.device) for k, v in padded.items()}
-            out[batch] = torch.softmax(predictor.logits(inputs).float(), -1).cpu()
-            reporter.advance(len(batch))
-    return out
+    show = progress if progress is not None else -(-len(texts) // batch_size) >= 10
+    return predictor.probabilities(texts, batch_size, Progress(show, every_n_seconds, len(texts)))
 
 
 def write_rows(examples: Sequence[Example], probs: Any, labels: Sequence[str], fmt: str, fh: Any) -> None:

@@ -27,16 +27,16 @@ class ToyClassifier(nn.Module):
 
 def tiny_bert_classifier(num_labels: int = 3, vocab: int = 64, seed: int = 0):
     """A random-init 2-layer BERT wrapped as sdbert's SequenceClassifier (no tokenizer needed)."""
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertForSequenceClassification
 
     from sdbert.classifier import SequenceClassifier
 
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=32, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+        max_position_embeddings=32, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, num_labels=num_labels,
     )
-    return SequenceClassifier(BertModel(config), num_labels=num_labels, dropout=0.1)
+    return SequenceClassifier(BertForSequenceClassification(config))
 
 
 class RandomTokens(Dataset):

@@ -22,11 +22,11 @@ def test_embedded_minilm_resolves_to_a_model_folder():
 def test_local_folder_in_hub_format_loads(tmp_path):
     """The same from_pretrained path that serves hub names, on a folder saved with save_pretrained."""
     model = build_classifier("embedded:all-minilm-l6-v2", num_labels=3, random_init=TINY)
-    model.encoder.save_pretrained(tmp_path)
+    model.hf.base_model.save_pretrained(tmp_path)
     load_tokenizer("embedded:all-minilm-l6-v2").save_pretrained(tmp_path)
     again = build_classifier(str(tmp_path), num_labels=3)
-    for (name, a), (_, b) in zip(model.encoder.state_dict().items(), again.encoder.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    a, b = model.hf.base_model.state_dict(), again.hf.base_model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert load_tokenizer(str(tmp_path)).vocab_size == 30522
 
 
@@ -52,12 +52,12 @@ def test_unknown_embedded_model_lists_known_ones():
         resolve_pretrained("embedded:nope")
 
 
-def test_classifier_is_a_linear_layer_on_cls():
-    model = build_classifier("embedded:all-minilm-l6-v2", num_labels=4, random_init=TINY, pooling="cls").eval()
+def test_classifier_is_a_linear_layer_on_the_pooled_cls():
+    model = build_classifier("embedded:all-minilm-l6-v2", num_labels=4, random_init=TINY).eval()
     ids = torch.randint(1000, 2000, (3, 7))
-    h = model.encoder(input_ids=ids).last_hidden_state[:, 0]
-    torch.testing.assert_close(model(input_ids=ids), model.classifier(h))
-    assert model.is_head("classifier.weight") and not model.is_head("encoder.pooler.dense.weight")
+    pooled = model.hf.bert(input_ids=ids).pooler_output
+    torch.testing.assert_close(model(input_ids=ids), model.hf.classifier(pooled))
+    assert model.is_head("hf.classifier.weight") and not model.is_head("hf.bert.pooler.dense.weight")
 
 
 def test_mpnet_parts_are_joined_and_unpacked(tmp_path, monkeypatch):

@@ -52,6 +52,7 @@ IGNORED_KEYS = (
     "optimized_metric",
     "trainer.plugins",
     "model.label",
+    "model.gradient_checkpointing",  # recomputes the same activations: memory, not results
 )
 #: Method settings whose default (the paper's) the labels leave out: ``SDA (K=2)``, not
 #: ``SDA (K=2, dropout teacher, logits, no warm-up)``.
@@ -74,6 +75,9 @@ ADDED_KEYS_STRATEGIES: dict[str, tuple[str, ...]] = {
     "strategy.distill_target": ("sda", "sdv"),
     "strategy.distill_warmup": ("sda", "sdv"),
 }
+#: Config keys removed since runs were written, with the value that computed what runs without the key
+#: compute: ``model.pooling: pooler`` (the pooled [CLS], BERT's own classification head).
+REMOVED_KEYS: dict[str, Any] = {"model.pooling": "pooler"}
 #: Keys that make up the training method (strategy, K, λ); the rest of a setup is its context.
 METHOD_KEYS = ("strategy", "teacher_size", "distill_weight")
 
@@ -173,6 +177,9 @@ class Run:
             applies = self.strategy in ADDED_KEYS_STRATEGIES.get(key, (self.strategy,))
             if applies and key not in flat:
                 flat[key] = value
+        for key, value in REMOVED_KEYS.items():
+            if key in flat and flat[key] == value:
+                del flat[key]
         return {k: v for k, v in sorted(flat.items()) if not _ignored(k)}
 
     @cached_property

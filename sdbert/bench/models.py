@@ -21,11 +21,11 @@ def random_bert(
     Extra keys (e.g. the replaced model config's ``name_or_path``, which still names the tokenizer)
     are accepted and ignored.
     """
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertForSequenceClassification
 
     config = BertConfig(
         vocab_size=vocab_size, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-        **GEOMETRIES[geometry],
+        classifier_dropout=dropout, num_labels=num_labels, **GEOMETRIES[geometry],
     )
     config._attn_implementation = "sdpa"
-    return SequenceClassifier(BertModel(config), num_labels=num_labels, dropout=dropout).train()
+    return SequenceClassifier(BertForSequenceClassification(config)).train()
