@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from sdbert.errors import ConfigError
@@ -79,6 +80,22 @@ def _legacy_names(module: SequenceClassifier, state_dict: dict[str, Any], prefix
                 break
 
 
+def draw_new_head(hf: nn.Module, missing: set[str]) -> None:
+    """Initialise the linear layers of ``hf`` whose weights the checkpoint lacked (``missing`` parameter
+    names), in module order, each as ``nn.Linear`` then N(0, initializer_range) with a zero bias: the draws
+    of eq. (1)'s softmax layer, so the same seed gives the same new head whatever ``transformers`` drew
+    while loading (call it with the random state of before the load)."""
+    std = float(getattr(hf.config, "initializer_range", 0.02))
+    for name, module in hf.named_modules():
+        if isinstance(module, nn.Linear) and f"{name}.weight" in missing:
+            fresh = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+            nn.init.normal_(fresh.weight, std=std)
+            with torch.no_grad():
+                module.weight.copy_(fresh.weight)
+                if module.bias is not None:
+                    module.bias.zero_()
+
+
 def compile_classifier(model: nn.Module) -> nn.Module:
     """Run ``model`` through ``torch.compile`` in place (the ``compile`` key of train.yaml; returns it).
 
@@ -131,7 +148,12 @@ def build_classifier(
             config.update(dict(random_init))
             hf = AutoModelForSequenceClassification.from_config(config, **kwargs)
         else:
-            hf = AutoModelForSequenceClassification.from_pretrained(resolved, config=config, **kwargs)
+            state = torch.get_rng_state()
+            hf, info = AutoModelForSequenceClassification.from_pretrained(
+                resolved, config=config, output_loading_info=True, **kwargs
+            )
+            torch.set_rng_state(state)
+            draw_new_head(hf, set(info["missing_keys"]))
     except ValueError as err:
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise ConfigError(f"model '{name_or_path}': no sequence-classification model for it ({reason})") from None

@@ -79,6 +79,26 @@ def test_bert_classifier_is_eq1_and_reads_the_earlier_classifiers_checkpoints(ti
     assert abs(fresh.weight.std().item() - encoder.config.initializer_range) < 0.003
 
 
+def test_a_new_head_is_drawn_as_eq1s_was_and_a_saved_head_is_kept(tiny_folder, tmp_path):
+    """From pretrained weights the new softmax layer takes the draws of the earlier classifier (``nn.Linear``,
+    then N(0, initializer_range), zero bias) from the random state of before loading, so a seed gives the
+    committed runs' head and leaves the random state where it did; a folder that has a head keeps it."""
+    folder = tiny_folder("bert")
+    torch.manual_seed(11)
+    model = build_classifier(str(folder), num_labels=3)
+    after = torch.get_rng_state()
+    torch.manual_seed(11)
+    linear = nn.Linear(model.hf.config.hidden_size, 3)
+    nn.init.normal_(linear.weight, std=model.hf.config.initializer_range)
+    assert torch.equal(model.hf.classifier.weight, linear.weight) and torch.count_nonzero(model.hf.classifier.bias) == 0
+    assert torch.equal(after, torch.get_rng_state())
+    with torch.no_grad():
+        model.hf.classifier.weight.fill_(0.5)
+    model.hf.save_pretrained(tmp_path / "trained")
+    reloaded = build_classifier(str(tmp_path / "trained"), num_labels=3)
+    assert torch.equal(reloaded.hf.classifier.weight, torch.full_like(linear.weight, 0.5))
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_head_learning_rate_goes_to_everything_outside_the_base_model(tiny_folder, arch):
     from sdbert.module import SelfDistillationModule
