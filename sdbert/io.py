@@ -55,9 +55,15 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> P
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
+    """``torch.save`` through a Python file, so a failed write raises the ``OSError`` with its errno (a full
+    disk is ``ENOSPC``; given a path, torch reports it as ``RuntimeError: ... unexpected pos``)."""
     import torch
 
-    return write_with(path, lambda tmp: torch.save(obj, tmp))
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    return write_with(path, save)
 
 
 def replace_dir(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:

@@ -20,6 +20,7 @@ best score and path in the checkpoint's callback states.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 from collections.abc import Mapping, Sequence
@@ -29,10 +30,13 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sdbert.checkpointing import load_for_check
 from sdbert.config import resume_requested
 from sdbert.errors import ConfigError
 from sdbert.io import write_text
 from sdbert.paths import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
+
+log = logging.getLogger("sdbert")
 
 #: the key of a checkpoint's run identity (strategy, K, model, labels)
 IDENTITY_KEY = "sdbert_run"
@@ -198,16 +202,33 @@ def checkpoint_step(path: str | Path) -> int:
     return int(torch.load(str(path), map_location="cpu", mmap=True, weights_only=False).get("global_step", 0))
 
 
+#: what :func:`newest_checkpoint` appends to the name of a checkpoint it cannot read (kept for inspection)
+UNREADABLE_SUFFIX = ".unreadable"
+
+
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint of ``run_dir`` with the most optimizer steps (``last.ckpt`` on a tie)."""
-    import torch
+    """The readable checkpoint of ``run_dir`` with the most optimizer steps (``last.ckpt`` on a tie).
+
+    An unreadable one (truncated, corrupt) is named in a warning and renamed ``<name>.unreadable``, so
+    nothing later loads it (a best checkpoint that is gone is tracked afresh: sdbert.checkpointing).
+    """
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     folder = run_dir / CHECKPOINT_DIR
     candidates = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
     candidates += sorted(run_dir.glob("hpc_ckpt_*.ckpt"))  # SLURMEnvironment(auto_requeue=True) saves these
     best: tuple[int, int, Path] | None = None
     for path in candidates:
-        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=False)
+        try:
+            state = load_for_check(path)
+        except ConfigError:
+            aside = path.with_name(path.name + UNREADABLE_SUFFIX)
+            size = path.stat().st_size
+            if rank_zero_only.rank == 0:  # under DDP every rank looks; one renames
+                path.replace(aside)
+            log.warning("resume: checkpoint %s is unreadable (%s bytes: truncated or corrupt); set aside as %s, "
+                        "continuing from the newest readable checkpoint", path, f"{size:,}", aside.name)
+            continue
         key = (int(state.get("global_step", 0)), int(path.name == LAST_CHECKPOINT), path)
         if best is None or key[:2] > best[:2]:
             best = key

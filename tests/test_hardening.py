@@ -241,7 +241,7 @@ def test_checkpoints_are_written_atomically_in_their_own_folder(tmp_path, monkey
     real_save = torch.save
 
     def dies_half_way(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
-        Path(f).write_bytes(b"PK half a zip")
+        f.write(b"PK half a zip")
         raise RuntimeError("killed during the write")
 
     monkeypatch.setattr(torch, "save", dies_half_way)
@@ -258,6 +258,41 @@ def test_checkpoints_are_written_atomically_in_their_own_folder(tmp_path, monkey
     with pytest.raises(DiskFull, match=f"no space left on the disk while writing {target}"):
         io.save_checkpoint({"step": 4}, target)
     assert torch.load(target, weights_only=False) is not None
+
+
+def test_a_full_disk_during_a_runs_checkpoint_save_fails_it_as_a_full_disk(make_cfg, monkeypatch, capsys) -> None:
+    """The third checkpoint save (epoch 2's) writes to /dev/full, so torch itself meets ENOSPC (given a
+    path, torch says only "unexpected pos"): one line naming the file, metrics.json failed with DiskFull,
+    and epoch 1's last.ckpt whole."""
+    import contextlib
+
+    import sdbert.io
+
+    real = sdbert.io.atomic_path
+    saves: list[str] = []
+
+    @contextlib.contextmanager
+    def full_from_the_third_save(path: Any) -> Any:
+        if Path(path).suffix == ".ckpt":
+            saves.append(Path(path).name)
+            if len(saves) > 2:
+                yield Path("/dev/full")
+                return
+        with real(path) as tmp:
+            yield tmp
+
+    monkeypatch.setattr(sdbert.io, "atomic_path", full_from_the_third_save)
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.enable_progress_bar=false", "strategy=base")
+    with pytest.raises(SystemExit) as info:
+        main_job(cfg)
+    assert info.value.code == 1
+    ckpts = Path(cfg.paths.output_dir) / CHECKPOINT_DIR
+    errors = _errors(capsys.readouterr().err)
+    assert len(errors) == 1 and f"no space left on the disk while writing {ckpts.resolve()}" in errors[0]
+    summary = json.loads((Path(cfg.paths.output_dir) / SUMMARY_FILE).read_text())
+    assert summary["status"] == "failed" and summary["error_type"] == "DiskFull"
+    last = torch.load(ckpts / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 0 and last["global_step"] == 5 and not _temps(ckpts)
 
 
 KILLED_SAVER = """

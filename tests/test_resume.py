@@ -216,3 +216,56 @@ def test_sampler_splits_the_global_order_across_ranks_and_resumes_mid_epoch():
     assert seen + list(resumed) == order
     with pytest.raises(ConfigError, match="data_seed=7, this run has data_seed=8"):
         EpochSeededSampler(20, data_seed=8).load_state_dict(state)
+
+
+def test_step_checkpoints_keep_last_ckpt_the_newest_state_at_every_epoch_end(make_cfg):
+    """``callbacks.last_checkpoint.every_n_train_steps=2`` (5 steps per epoch): last.ckpt is rewritten after
+    steps 2, 4, 6, 8 and at both epoch ends (steps 5 and 10, after the epoch's validation), so it is the
+    newest state after every one of those steps and when training ends."""
+    from lightning.pytorch.callbacks import Checkpoint
+
+    from sdbert.resume import checkpoint_step
+    from sdbert.run import build
+
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.enable_progress_bar=false", "strategy=base",
+                   "callbacks.last_checkpoint.every_n_train_steps=2")
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    seen: list[tuple[str, int, int]] = []
+
+    class Probe(Checkpoint):  # a checkpoint callback appended after the others: it sees what they saved
+        def on_train_batch_end(self, trainer, *args) -> None:
+            seen.append(("step", trainer.global_step, checkpoint_step(last) if last.is_file() else -1))
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            state = torch.load(last, weights_only=False)
+            assert state["callbacks"]["RunIdentity"]["last_val"]  # saved after the epoch's validation
+            seen.append(("epoch", trainer.global_step, state["global_step"]))
+
+    datamodule, module, trainer = build(cfg)
+    trainer.callbacks.append(Probe())
+    trainer.fit(module, datamodule=datamodule)
+    saved = [(kind, step) for kind, step, ckpt in seen if ckpt == step]
+    assert saved == [("step", 2), ("step", 4), ("epoch", 5), ("step", 6), ("step", 8), ("epoch", 10)]
+    assert checkpoint_step(last) == trainer.global_step == 10
+
+
+@pytest.mark.parametrize("bad", ["last.ckpt", "best.ckpt"])
+def test_resume_names_an_unreadable_checkpoint_and_continues_from_the_newest_readable(make_cfg, tmp_path, caplog, bad):
+    """Stopped at step 5 (best.ckpt: step 3, epoch 0's end; last.ckpt: step 5), one of them truncated:
+    resume=auto names it, sets it aside and finishes from the other."""
+    overrides = [*RUN, "strategy=base"]
+    cut = tmp_path / "cut"
+    with pytest.raises(RunInterrupted):
+        train(make_cfg(*overrides, *_kill_at(4), fast=False, out=cut))
+    path = cut / "checkpoints" / bad
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="sdbert"):
+        resumed = train(make_cfg(*overrides, "resume=auto", fast=False, out=cut))
+    assert resumed["status"] == "ok" and resumed["optimizer_steps"] == 6
+    named = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+    assert named and "unreadable" in named[0]
+    assert (cut / "checkpoints" / f"{bad}.unreadable").is_file()
+    assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    if bad == "best.ckpt":  # the best is tracked afresh from the resumed epoch: its best.ckpt is tested
+        assert Path(resumed["tested_checkpoint"]).name == "best.ckpt" and resumed["best_epoch"] == 2
