@@ -23,7 +23,9 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ class RunInterrupted(Exception):
         self.checkpoint = checkpoint
         self.step = int(step)
         name = signal.Signals(self.signum).name
-        where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint"
+        where = f"checkpoint {checkpoint}" if checkpoint else "no new checkpoint"
         super().__init__(f"interrupted by {name} at optimizer step {step}; {where}")
 
     @property
@@ -70,7 +72,8 @@ class Preemption(L.Callback):
     happens at the end of the first training batch that completes an optimizer step, so the saved
     state is a time-step boundary (at an epoch's last step: after that epoch's validation); with
     several processes the ranks agree on it first. A signal that arrives after the last training batch
-    stops the run when training ends (before the test).
+    stops the run when training ends (before the test). A second SIGINT (Ctrl-C twice) stops at once,
+    without a new checkpoint. Outside training, :func:`stop_on_signals` stops the run at once.
     """
 
     def __init__(self, dirpath: str | Path, filename: str = LAST_CHECKPOINT) -> None:
@@ -78,17 +81,19 @@ class Preemption(L.Callback):
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
         self._step_at_start = -1
+        self._trainer: L.Trainer | None = None
 
     def request_stop(self, signum: int) -> None:
         """What the handlers do; callable directly (tests, other schedulers' hooks)."""
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise RunInterrupted(signum, None, self._trainer.global_step if self._trainer is not None else 0)
         self.signum = int(signum)
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.request_stop(signum)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trainer = trainer
         if threading.current_thread() is not threading.main_thread():
             return  # signals can only be handled on the main thread
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -142,6 +147,49 @@ class Preemption(L.Callback):
         assert self.signum is not None
         trainer.save_checkpoint(self.path)
         raise RunInterrupted(self.signum, str(self.path), trainer.global_step)
+
+
+@contextmanager
+def stop_on_signals(step: Callable[[], int]) -> Iterator[None]:
+    """SIGTERM / SIGINT during a run, outside training (start-up, data preparation, testing): raise
+    :class:`RunInterrupted` at once (after ``step()`` optimizer steps, no new checkpoint).
+
+    During training :class:`Preemption` replaces these handlers (it stops at a step boundary and saves)
+    and puts them back when training ends; Lightning calls them after its own SIGTERM handler. The
+    handlers before the block are restored after it. Off the main thread (where signals cannot be
+    handled) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise RunInterrupted(signum, None, step())
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def quiet_restore_warnings() -> Iterator[None]:
+    """Hide Lightning's warnings that the run's own folders are not empty (the CSV log's "will be deleted",
+    the checkpoint folder's): a run continued in place restores those folders (:func:`set_aside_log`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(Experiment logs|Checkpoint) directory .* exists and is not empty")
+        yield
+
+
+def time_spent(run_dir: Path) -> float:
+    """Wall time the earlier attempts of a stopped run took (its ``metrics.json``'s ``wall_time_s``), else 0."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        return float(summary.get("wall_time_s") or 0.0) if summary.get("status") != "ok" else 0.0
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0.0
 
 
 # -- what a checkpoint was made for ------------------------------------------------------------------

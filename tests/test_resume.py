@@ -159,8 +159,9 @@ def test_second_sigint_stops_at_once():
     guard = Preemption(dirpath="unused")
     guard.request_stop(signal.SIGINT)
     assert guard.signum == signal.SIGINT
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted) as info:
         guard.request_stop(signal.SIGINT)
+    assert info.value.exit_code == 128 + signal.SIGINT and info.value.checkpoint is None
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -269,3 +270,52 @@ def test_resume_names_an_unreadable_checkpoint_and_continues_from_the_newest_rea
     assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
     if bad == "best.ckpt":  # the best is tracked afresh from the resumed epoch: its best.ckpt is tested
         assert Path(resumed["tested_checkpoint"]).name == "best.ckpt" and resumed["best_epoch"] == 2
+
+
+def test_a_resumed_run_reports_the_whole_runs_wall_time_without_folder_warnings(make_cfg, tmp_path):
+    """The stopped attempt's wall time (here set to 1000 s) is added to the resumed one's; Lightning's
+    warnings that the run's own csv/ and checkpoints/ folders are not empty ("will be deleted") are not
+    shown for the folder being continued."""
+    import time
+    import warnings
+
+    overrides = [*RUN, "strategy=base"]
+    cut = tmp_path / "cut"
+    with pytest.raises(RunInterrupted):
+        train(make_cfg(*overrides, *_kill_at(4), fast=False, out=cut))
+    stopped = json.loads((cut / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["wall_time_s"] > 0
+    (cut / "metrics.json").write_text(json.dumps({**stopped, "wall_time_s": 1000.0}))
+    began = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = train(make_cfg(*overrides, "resume=auto", fast=False, out=cut))
+    assert 1000.0 < resumed["wall_time_s"] <= 1000.0 + time.perf_counter() - began + 0.1
+    assert not [str(w.message) for w in caught if "exists and is not empty" in str(w.message)]
+
+
+def _cli_signal(run_dir: Path, *kill: str) -> subprocess.CompletedProcess:
+    return _cli(*RUN, "strategy=base", "+callbacks.kill._target_=tests.helpers.SignalAt", *kill,
+                f"hydra.run.dir={run_dir}")
+
+
+@pytest.mark.long
+@pytest.mark.parametrize(
+    ("kill", "code", "steps"),
+    [
+        (["+callbacks.kill.phase=setup"], 128 + signal.SIGTERM, 0),  # data prepared, before training
+        (["+callbacks.kill.phase=test"], 128 + signal.SIGTERM, 6),  # during the final test
+        (["+callbacks.kill.step=2", "+callbacks.kill.signum=2", "+callbacks.kill.times=2"], 128 + signal.SIGINT, 2),
+    ],
+    ids=["sigterm-setup", "sigterm-test", "ctrl-c-twice"],
+)
+def test_cli_a_signal_in_any_phase_exits_128_plus_signal_with_status_interrupted(tmp_path, kill, code, steps):
+    """train.py stopped by SIGTERM once the data is prepared or during the test, or by Ctrl-C twice in
+    training: exit 128 + signal, "status": "interrupted", one line with the resume hint."""
+    run_dir = tmp_path / "run"
+    proc = _cli_signal(run_dir, *kill)
+    assert proc.returncode == code, proc.stderr[-3000:]
+    stopped = json.loads((run_dir / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["optimizer_steps"] == steps
+    hint = [line for line in proc.stderr.splitlines() if line.startswith("sdbert: interrupted by")]
+    assert len(hint) == 1 and f"resume={run_dir}" in hint[0] and "Traceback" not in proc.stderr
