@@ -24,7 +24,7 @@ import logging
 import signal
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from sdbert.config import resume_requested
 from sdbert.errors import ConfigError
 from sdbert.io import write_text
 from sdbert.paths import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
+from sdbert.signals import RunInterrupted
 
 log = logging.getLogger("sdbert")
 
@@ -45,22 +46,6 @@ IDENTITY_KEY = "sdbert_run"
 #: where Hydra writes a resumed job's own view of its config (the run's ``.hydra/config.yaml`` stays)
 RESUMED_SUBDIR = ".hydra/resumed"
 LAST_CHECKPOINT = "last.ckpt"
-
-
-class RunInterrupted(Exception):
-    """Training stopped on a signal after saving ``checkpoint`` (None if it could not save)."""
-
-    def __init__(self, signum: int, checkpoint: str | None, step: int) -> None:
-        self.signum = int(signum)
-        self.checkpoint = checkpoint
-        self.step = int(step)
-        name = signal.Signals(self.signum).name
-        where = f"checkpoint {checkpoint}" if checkpoint else "no new checkpoint"
-        super().__init__(f"interrupted by {name} at optimizer step {step}; {where}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 class Preemption(L.Callback):
@@ -73,7 +58,7 @@ class Preemption(L.Callback):
     state is a time-step boundary (at an epoch's last step: after that epoch's validation); with
     several processes the ranks agree on it first. A signal that arrives after the last training batch
     stops the run when training ends (before the test). A second SIGINT (Ctrl-C twice) stops at once,
-    without a new checkpoint. Outside training, :func:`stop_on_signals` stops the run at once.
+    without a new checkpoint. Outside training, :func:`sdbert.signals.stop_on_signals` stops the run at once.
     """
 
     def __init__(self, dirpath: str | Path, filename: str = LAST_CHECKPOINT) -> None:
@@ -147,31 +132,6 @@ class Preemption(L.Callback):
         assert self.signum is not None
         trainer.save_checkpoint(self.path)
         raise RunInterrupted(self.signum, str(self.path), trainer.global_step)
-
-
-@contextmanager
-def stop_on_signals(step: Callable[[], int]) -> Iterator[None]:
-    """SIGTERM / SIGINT during a run, outside training (start-up, data preparation, testing): raise
-    :class:`RunInterrupted` at once (after ``step()`` optimizer steps, no new checkpoint).
-
-    During training :class:`Preemption` replaces these handlers (it stops at a step boundary and saves)
-    and puts them back when training ends; Lightning calls them after its own SIGTERM handler. The
-    handlers before the block are restored after it. Off the main thread (where signals cannot be
-    handled) this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise RunInterrupted(signum, None, step())
-
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
 
 @contextmanager

@@ -13,13 +13,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from sdbert import checks, factory, loggers, provenance, resume
+from sdbert import checks, factory, loggers, provenance, resume, signals
 from sdbert.checkpointing import check_checkpoint
 from sdbert.errors import RunDirInUse, SdbertError, disk_full_error
 from sdbert.io import write_json
 from sdbert.module import STRATEGY_STATE_KEY, SelfDistillationModule
 from sdbert.paths import PREDICTIONS_DIR, SUMMARY_FILE
-from sdbert.rundir import check_fresh
+from sdbert.rundir import check_fresh, run_lock
 from sdbert.summary import print_summary
 
 log = logging.getLogger("sdbert")
@@ -119,7 +119,8 @@ def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     start -= resume.time_spent(output_dir) if in_place else 0.0  # wall_time_s is the whole run's
     earlier_log = resume.set_aside_log(output_dir) if in_place else None
     try:
-        with resume.stop_on_signals(lambda: trainer.global_step if trainer is not None else resumed_step or 0):
+        with run_lock(output_dir), signals.stop_on_signals(
+                lambda: trainer.global_step if trainer is not None else resumed_step or 0):
             datamodule, module, trainer = build(cfg, hooks, ckpt_path)
             with resume.quiet_restore_warnings() if in_place else contextlib.nullcontext():
                 summary = _fit_and_test(cfg, datamodule, module, trainer, start, ckpt_path)

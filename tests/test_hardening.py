@@ -430,3 +430,52 @@ def test_multirun_with_a_failed_job_exits_nonzero_with_the_table(tmp_path) -> No
     assert "1 of 2 jobs ok, 1 failed:" in table and f"failed: {sweep / '0'}: teacher_size must be >= 1" in table
     assert "tiny (random init)" in table
     assert _errors(err)[-1] == "sdbert: error: 1 of 2 sweep jobs failed (see above)"
+
+
+# --------------------------------------------------------------------------- one run per folder (issue 22, 4)
+
+HOLD_LOCK = """
+import sys, time
+from sdbert.rundir import acquire_run_lock
+acquire_run_lock(sys.argv[1])
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_folder_locked_by_a_running_run_is_refused_in_one_line(tmp_path: Path) -> None:
+    from sdbert.errors import RunDirInUse
+    from sdbert.rundir import release_run_lock, run_lock
+
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        match = f"in use by a run still going \\(process {holder.pid}\\)"
+        with pytest.raises(RunDirInUse, match=match) as info, run_lock(folder):
+            pass
+        assert "\n" not in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(folder), run_lock(folder):  # free once its holder is gone; re-entrant in one process
+        pass
+    release_run_lock(folder)  # nothing held: nothing to do
+
+
+@pytest.mark.long
+def test_two_runs_started_together_in_one_folder_one_is_refused_never_mixed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    common = [*FAST, "strategy=base", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+    procs = {seed: _train_py(*common, f"seed={seed}") for seed in (1, 2)}
+    out = {seed: proc.communicate(timeout=600) for seed, proc in procs.items()}
+    codes = {seed: proc.returncode for seed, proc in procs.items()}
+    assert sorted(codes.values()) == [0, 1], {s: o[1][-2000:] for s, o in out.items()}
+    winner = next(seed for seed, code in codes.items() if code == 0)
+    loser = 3 - winner
+    errors = _errors(out[loser][1])
+    assert len(errors) == 1 and "in use by a run still going" in errors[0]
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    assert summary["status"] == "ok" and summary["seed"] == winner
+    assert OmegaConf.load(run_dir / CONFIG_FILE).seed == winner
