@@ -118,6 +118,7 @@ def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     resumed_step = resume.checkpoint_step(ckpt_path) if in_place else None
     start -= resume.time_spent(output_dir) if in_place else 0.0  # wall_time_s is the whole run's
     earlier_log = resume.set_aside_log(output_dir) if in_place else None
+    check_fresh(output_dir, ckpt_path)  # before the lock: a folder of another run gets nothing written
     try:
         with run_lock(output_dir), signals.stop_on_signals(
                 lambda: trainer.global_step if trainer is not None else resumed_step or 0):
