@@ -5,13 +5,25 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
-import hydra
-from omegaconf import DictConfig
 
-import sdbert  # noqa: F401  (registers the config resolvers)
-from sdbert.errors import SdbertError
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM / SIGINT outside a run (start-up, between a sweep's jobs): exit 128 + signal, one line;
+    during a run sdbert.resume's handlers take over and record the stop in metrics.json."""
+    print(f"sdbert: interrupted by {signal.Signals(signum).name} outside a run; nothing to record", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+for _signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_signum, _stop)
+
+import hydra  # noqa: E402  (after the handlers: importing torch takes seconds)
+from omegaconf import DictConfig  # noqa: E402
+
+import sdbert  # noqa: F401,E402  (registers the config resolvers)
+from sdbert.errors import SdbertError  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically in their own folder, and checked before a run relies on one.
+"""Checkpoints: written atomically in their own folder, the newest one kept current, and checked before a
+run relies on one.
 
 Lightning's ``TorchCheckpointIO`` stages a checkpoint through fsspec's transaction, whose temp file
 lives in the system temp directory; when that is another filesystem, the final copy is not atomic and a
@@ -8,15 +9,19 @@ writes through :func:`sdbert.io.save_torch` instead (temp file beside the target
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from sdbert.errors import ConfigError, disk_full_error
 from sdbert.io import save_torch
+
+log = logging.getLogger("sdbert")
 
 #: what :func:`sdbert.io.atomic_path` names its temp files: ``.<target name>.tmp-<random>``
 TEMP_GLOB = ".{name}.tmp-*"
@@ -52,6 +57,64 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if full is not None:
                 raise full from err
             raise
+
+
+class _SameStateKey(ModelCheckpoint):
+    """Keeps ``ModelCheckpoint``'s state key (class name + triggers), so checkpoints written with Lightning's
+    class and with these subclasses restore each other's callback state."""
+
+    @property
+    def state_key(self) -> str:
+        return ModelCheckpoint.__qualname__ + super().state_key[len(type(self).__qualname__):]
+
+
+class BestCheckpoint(_SameStateKey):
+    """``checkpoints/best.ckpt``: Lightning's ``ModelCheckpoint`` for the best-scoring weights, which, restored
+    from a checkpoint whose best file is gone (``resume=`` sets an unreadable one aside), warns and starts
+    tracking the best afresh instead of keeping a path to nothing (that the run would later test)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        best = str(self.best_model_path or "")
+        if not best or "://" in best or Path(best).is_file():
+            return
+        log.warning("the best checkpoint %s is gone (score %s); from here on the best is tracked afresh",
+                    best, None if self.best_model_score is None else round(float(self.best_model_score), 6))
+        import torch
+
+        self.best_model_path, self.best_model_score, self.best_k_models = "", None, {}
+        self.kth_best_model_path = ""
+        self.kth_value = torch.tensor(-torch.inf if self.mode == "max" else torch.inf)
+
+
+class LastCheckpoint(_SameStateKey):
+    """``checkpoints/last.ckpt``: the newest state, rewritten at every epoch end (after its validation, so
+    when training ends too) and, with ``every_n_train_steps=N``, also after every N-th optimizer step.
+
+    A ``ModelCheckpoint`` that keeps one file (``monitor`` None, ``save_top_k`` 1; not ``save_last``, which
+    Lightning rewrites only when a top-k checkpoint was saved) saving per epoch; the step saves come on
+    top (Lightning's own ``every_n_train_steps`` excludes ``every_n_epochs``). The step save that would
+    fall on an epoch's last batch is left to the epoch end, which follows at the same step.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike[str], filename: str = "last",
+                 every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        if every_n_train_steps is not None and (isinstance(every_n_train_steps, bool)
+                                                or not isinstance(every_n_train_steps, int) or every_n_train_steps < 1):
+            raise ConfigError(f"callbacks.last_checkpoint.every_n_train_steps={every_n_train_steps!r}: give a whole "
+                              "number of optimizer steps >= 1, or null for epoch ends only")
+        defaults = {"monitor": None, "save_top_k": 1, "save_last": False, "save_on_train_epoch_end": True,
+                    "enable_version_counter": False}
+        super().__init__(dirpath=dirpath, filename=filename, every_n_epochs=1, **{**defaults, **kwargs})
+        self.every_n_steps = every_n_train_steps
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = self.every_n_steps
+        if not n or trainer.global_step % n or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 # --------------------------------------------------------------------------- checks before a run

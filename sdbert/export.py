@@ -11,6 +11,11 @@ sdbert's logits on a probe batch, else nothing is written.
 
 Which weights: the reported model (SE: the parameter average; SDA/SDV: the student), or with
 ``--model teacher`` SDA's averaged teacher (SDV's voted teacher is K models and has no single export).
+
+Where: the destination must be a new or empty folder, or, with ``--overwrite``, an earlier sdbert export
+(it holds ``sdbert.json``); anything else (the run itself, a folder above it, the current folder, a file,
+a folder of other files) is refused in one line before anything is loaded or written
+(:func:`check_destination`). The folder is built beside the destination and swapped in whole.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 from sdbert.errors import SdbertError
 from sdbert.io import staged_dir
-from sdbert.paths import EXPORT_DIR
+from sdbert.paths import EXPORT_DIR, EXPORT_META
 from sdbert.run import RunHooks
 from sdbert.strategies import REPORTED
 from sdbert.trained import Trained, TrainedModelError, load_trained
@@ -38,6 +43,53 @@ class ExportError(TrainedModelError):
     """The exported folder does not give sdbert's logits when loaded back."""
 
 
+class DestinationError(SdbertError, ValueError):
+    """The export's destination holds something the export did not write (or an earlier export, without
+    ``--overwrite``); nothing was written."""
+
+
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` is an sdbert export: the Hugging Face ``config.json`` beside sdbert's ``sdbert.json``."""
+    return (folder / EXPORT_META).is_file() and (folder / "config.json").is_file()
+
+
+def check_destination(out_dir: str | os.PathLike[str], overwrite: bool = False,
+                      source: str | os.PathLike[str] | None = None) -> Path:
+    """``out_dir`` as a path the export may write, or :class:`DestinationError` naming what is there.
+
+    Allowed: a folder that does not exist yet, an empty folder, and with ``overwrite`` an earlier sdbert
+    export (:func:`is_export`). Refused: a symbolic link, a file, the current folder or one above it, the
+    exported run's folder or one above it (``source``), and any other non-empty folder.
+    """
+    out = Path(out_dir).expanduser()
+    where = out.resolve()
+    cwd = Path.cwd().resolve()
+    if out.is_symlink():
+        raise DestinationError(f"{out_dir} is a symbolic link; name the folder itself or a new one")
+    if out.exists() and not out.is_dir():
+        raise DestinationError(f"{out_dir} is an existing file, not a folder; name a new folder for the export")
+    above = next((p for p in where.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise DestinationError(f"{out_dir} lies under {above}, which is a file; name a folder elsewhere")
+    if where == cwd or where in cwd.parents:
+        raise DestinationError(f"{out_dir} is the current folder or holds it; name a new folder, e.g. out/hf")
+    if source is not None:
+        src = Path(source).expanduser().resolve()
+        if where == src or where in src.parents:
+            run = src.parent.parent if src.is_file() else src
+            raise DestinationError(f"{out_dir} holds the run being exported ({source}); name a new folder, "
+                                   f"e.g. {run / EXPORT_DIR}")
+    if not out.is_dir() or not any(out.iterdir()):
+        return out
+    if not is_export(out):
+        raise DestinationError(f"{out_dir} is a folder of other files, not an earlier sdbert export "
+                               f"(no {EXPORT_META}); name a new or empty folder")
+    if not overwrite:
+        raise DestinationError(f"{out_dir} holds an earlier sdbert export; pass --overwrite to replace it, "
+                               "or name a new folder")
+    return out
+
+
 def _probe_inputs(tokenizer: Any, pair: bool) -> dict[str, Any]:
     texts = ["A short probe sentence.", "Another, somewhat longer probe sentence for the exported model!"]
     args = (texts, list(reversed(texts))) if pair else (texts,)
@@ -45,8 +97,11 @@ def _probe_inputs(tokenizer: Any, pair: bool) -> dict[str, Any]:
 
 
 class ExportAfterTest(RunHooks):
-    """``export=true``: after testing, write the tested model as a Hugging Face folder ``<run dir>/hf`` (its
-    path goes into ``metrics.json`` as ``export``)."""
+    """``export=true``: refuse an unusable destination before training; after testing, write the tested model
+    as a Hugging Face folder ``<run dir>/hf`` (its path goes into ``metrics.json`` as ``export``)."""
+
+    def before(self, cfg: Any) -> None:
+        check_destination(Path(cfg.paths.output_dir) / EXPORT_DIR, overwrite=True)
 
     def after_test(self, cfg: Any, summary: dict[str, Any]) -> None:
         import logging
@@ -54,7 +109,7 @@ class ExportAfterTest(RunHooks):
         output_dir = Path(cfg.paths.output_dir)
         trained = load_trained(output_dir, checkpoint="last" if summary["tested_checkpoint"] == "last" else "best")
         trained.summary = summary
-        out = export_trained(trained, output_dir / EXPORT_DIR)
+        out = export_trained(trained, output_dir / EXPORT_DIR, overwrite=True)
         logging.getLogger("sdbert").info("exported the tested model to %s", out)
         summary["export"] = str(out)
 
@@ -154,18 +209,22 @@ def model_card(trained: Trained, which: str) -> str:
 
 
 def export(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], which: str = REPORTED,
-           checkpoint: str = "tested") -> Path:
-    """Write the Hugging Face folder of ``source`` (run directory or checkpoint) to ``out_dir`` (atomically)."""
-    return export_trained(load_trained(source, checkpoint), out_dir, which)
+           checkpoint: str = "tested", overwrite: bool = False) -> Path:
+    """Write the Hugging Face folder of ``source`` (run directory or checkpoint) to ``out_dir`` (atomically);
+    ``out_dir`` is checked first (:func:`check_destination`)."""
+    check_destination(out_dir, overwrite, source)
+    return export_trained(load_trained(source, checkpoint), out_dir, which, overwrite)
 
 
-def export_trained(trained: Trained, out_dir: str | os.PathLike[str], which: str = REPORTED) -> Path:
+def export_trained(trained: Trained, out_dir: str | os.PathLike[str], which: str = REPORTED,
+                   overwrite: bool = False) -> Path:
     """Write the Hugging Face folder of an already loaded model (its ``summary`` goes into the model card)."""
     from transformers import AutoTokenizer
 
     from sdbert.sources.models import quiet_transformers, resolve_pretrained
 
     quiet_transformers()
+    check_destination(out_dir, overwrite, trained.run_dir)
     hf = to_huggingface(trained, which)
     tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(str(trained.cfg.model.name_or_path)))
     tokenizer.model_max_length = trained.max_length
@@ -175,7 +234,7 @@ def export_trained(trained: Trained, out_dir: str | os.PathLike[str], which: str
         hf.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(trained, which), encoding="utf-8")
-        (tmp / "sdbert.json").write_text(
+        (tmp / EXPORT_META).write_text(
             json.dumps(
                 {
                     "run_dir": str(trained.run_dir),
@@ -190,6 +249,7 @@ def export_trained(trained: Trained, out_dir: str | os.PathLike[str], which: str
             encoding="utf-8",
         )
         check_reloaded(tmp, trained, which)
+        check_destination(out_dir, overwrite, trained.run_dir)  # still the folder checked before the writing
     return out
 
 
@@ -199,16 +259,23 @@ def main(argv: list[str] | None = None) -> int:
         description="Export a trained sdbert model (run directory or checkpoint) as a Hugging Face folder.",
     )
     parser.add_argument("source", help="a run directory (logs/train/runs/<time>) or a checkpoint inside one")
-    parser.add_argument("out_dir", help="the folder to write (replaced if it exists)")
+    parser.add_argument("out_dir", help="the folder to write: a new or empty one, or an earlier export (--overwrite)")
     parser.add_argument("--model", default=REPORTED, choices=[REPORTED, "teacher", "student"],
                         help="reported (SE: the average; SDA/SDV: the student; default), teacher (SDA), student (SE)")
     parser.add_argument("--checkpoint", default="tested", choices=["tested", "best", "last"],
                         help="with a run directory: the tested weights (default), best or last")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace out_dir when it holds an earlier sdbert export (nothing else is replaced)")
     args = parser.parse_args(argv)
     try:
-        out = export(args.source, args.out_dir, which=args.model, checkpoint=args.checkpoint)
+        out = export(args.source, args.out_dir, which=args.model, checkpoint=args.checkpoint,
+                     overwrite=args.overwrite)
     except SdbertError as err:
         print(f"sdbert-export: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"sdbert-export: error: could not write {args.out_dir}: {err.strerror or err} "
+              f"({err.filename or args.out_dir}); nothing was replaced", file=sys.stderr)
         return 1
     print(f"exported {args.model} model to {out}")
     return 0

@@ -2,7 +2,8 @@
 
 Every file is written to a temp file in the target's own folder (same filesystem) and renamed over
 the target with ``os.replace``; a folder is built beside its target and moved into place. Temp files
-and folders are removed when the write fails.
+and folders are removed when the write fails. What is written gets the modes ``open``/``mkdir`` would
+give it under the process's umask (temp files are created private, 0600 / 0700).
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ from pathlib import Path
 from typing import Any
 
 
+def umask() -> int:
+    """The process's umask: from ``/proc/self/status`` on Linux, else by setting it and putting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; whatever is written there replaces ``path`` on success."""
@@ -27,6 +41,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -55,9 +70,15 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> P
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
+    """``torch.save`` through a Python file, so a failed write raises the ``OSError`` with its errno (a full
+    disk is ``ENOSPC``; given a path, torch reports it as ``RuntimeError: ... unexpected pos``)."""
     import torch
 
-    return write_with(path, lambda tmp: torch.save(obj, tmp))
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    return write_with(path, save)
 
 
 def replace_dir(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
@@ -89,6 +110,7 @@ def staged_dir(dest: str | os.PathLike[str], replace: bool = True) -> Iterator[P
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~umask())
         if replace:
             replace_dir(tmp, dest)
         else:

@@ -25,6 +25,9 @@ PREDICTIONS_DIR = "predictions"
 CHECKPOINT_DIR = "checkpoints"
 #: the Hugging Face folder of the tested model (``export=true``; ``python -m sdbert.export``)
 EXPORT_DIR = "hf"
+#: what every sdbert export writes beside the Hugging Face files (where it came from); its presence marks
+#: a folder as an sdbert export (``sdbert-export --overwrite`` replaces only such a folder)
+EXPORT_META = "sdbert.json"
 #: a sweep directory's record of what it was to run
 SWEEP_FILE = "multirun.yaml"
 #: written by ``sdbert-ensemble`` into its output directory

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from sdbert.errors import SdbertError
+from sdbert.paths import EXPORT_META
 from sdbert.strategies import REPORTED
 
-#: the extra metadata ``sdbert.export`` writes beside the Hugging Face files
-EXPORT_META = "sdbert.json"
 #: alternative names of the two pair fields in JSONL/CSV input (Hugging Face's pipeline names)
 PAIR_ALIASES = ("text", "text_pair")
 

@@ -20,41 +20,32 @@ best score and path in the checkpoint's callback states.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sdbert.checkpointing import load_for_check
 from sdbert.config import resume_requested
 from sdbert.errors import ConfigError
 from sdbert.io import write_text
 from sdbert.paths import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
+from sdbert.signals import RunInterrupted
+
+log = logging.getLogger("sdbert")
 
 #: the key of a checkpoint's run identity (strategy, K, model, labels)
 IDENTITY_KEY = "sdbert_run"
 #: where Hydra writes a resumed job's own view of its config (the run's ``.hydra/config.yaml`` stays)
 RESUMED_SUBDIR = ".hydra/resumed"
 LAST_CHECKPOINT = "last.ckpt"
-
-
-class RunInterrupted(Exception):
-    """Training stopped on a signal after saving ``checkpoint`` (None if it could not save)."""
-
-    def __init__(self, signum: int, checkpoint: str | None, step: int) -> None:
-        self.signum = int(signum)
-        self.checkpoint = checkpoint
-        self.step = int(step)
-        name = signal.Signals(self.signum).name
-        where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint"
-        super().__init__(f"interrupted by {name} at optimizer step {step}; {where}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 class Preemption(L.Callback):
@@ -66,7 +57,8 @@ class Preemption(L.Callback):
     happens at the end of the first training batch that completes an optimizer step, so the saved
     state is a time-step boundary (at an epoch's last step: after that epoch's validation); with
     several processes the ranks agree on it first. A signal that arrives after the last training batch
-    stops the run when training ends (before the test).
+    stops the run when training ends (before the test). A second SIGINT (Ctrl-C twice) stops at once,
+    without a new checkpoint. Outside training, :func:`sdbert.signals.stop_on_signals` stops the run at once.
     """
 
     def __init__(self, dirpath: str | Path, filename: str = LAST_CHECKPOINT) -> None:
@@ -74,17 +66,19 @@ class Preemption(L.Callback):
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
         self._step_at_start = -1
+        self._trainer: L.Trainer | None = None
 
     def request_stop(self, signum: int) -> None:
         """What the handlers do; callable directly (tests, other schedulers' hooks)."""
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise RunInterrupted(signum, None, self._trainer.global_step if self._trainer is not None else 0)
         self.signum = int(signum)
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.request_stop(signum)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trainer = trainer
         if threading.current_thread() is not threading.main_thread():
             return  # signals can only be handled on the main thread
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -138,6 +132,24 @@ class Preemption(L.Callback):
         assert self.signum is not None
         trainer.save_checkpoint(self.path)
         raise RunInterrupted(self.signum, str(self.path), trainer.global_step)
+
+
+@contextmanager
+def quiet_restore_warnings() -> Iterator[None]:
+    """Hide Lightning's warnings that the run's own folders are not empty (the CSV log's "will be deleted",
+    the checkpoint folder's): a run continued in place restores those folders (:func:`set_aside_log`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(Experiment logs|Checkpoint) directory .* exists and is not empty")
+        yield
+
+
+def time_spent(run_dir: Path) -> float:
+    """Wall time the earlier attempts of a stopped run took (its ``metrics.json``'s ``wall_time_s``), else 0."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        return float(summary.get("wall_time_s") or 0.0) if summary.get("status") != "ok" else 0.0
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0.0
 
 
 # -- what a checkpoint was made for ------------------------------------------------------------------
@@ -198,16 +210,33 @@ def checkpoint_step(path: str | Path) -> int:
     return int(torch.load(str(path), map_location="cpu", mmap=True, weights_only=False).get("global_step", 0))
 
 
+#: what :func:`newest_checkpoint` appends to the name of a checkpoint it cannot read (kept for inspection)
+UNREADABLE_SUFFIX = ".unreadable"
+
+
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint of ``run_dir`` with the most optimizer steps (``last.ckpt`` on a tie)."""
-    import torch
+    """The readable checkpoint of ``run_dir`` with the most optimizer steps (``last.ckpt`` on a tie).
+
+    An unreadable one (truncated, corrupt) is named in a warning and renamed ``<name>.unreadable``, so
+    nothing later loads it (a best checkpoint that is gone is tracked afresh: sdbert.checkpointing).
+    """
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     folder = run_dir / CHECKPOINT_DIR
     candidates = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
     candidates += sorted(run_dir.glob("hpc_ckpt_*.ckpt"))  # SLURMEnvironment(auto_requeue=True) saves these
     best: tuple[int, int, Path] | None = None
     for path in candidates:
-        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=False)
+        try:
+            state = load_for_check(path)
+        except ConfigError:
+            aside = path.with_name(path.name + UNREADABLE_SUFFIX)
+            size = path.stat().st_size
+            if rank_zero_only.rank == 0:  # under DDP every rank looks; one renames
+                path.replace(aside)
+            log.warning("resume: checkpoint %s is unreadable (%s bytes: truncated or corrupt); set aside as %s, "
+                        "continuing from the newest readable checkpoint", path, f"{size:,}", aside.name)
+            continue
         key = (int(state.get("global_step", 0)), int(path.name == LAST_CHECKPOINT), path)
         if best is None or key[:2] > best[:2]:
             best = key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -12,13 +13,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from sdbert import checks, factory, loggers, provenance, resume
+from sdbert import checks, factory, loggers, provenance, resume, signals
 from sdbert.checkpointing import check_checkpoint
 from sdbert.errors import RunDirInUse, SdbertError, disk_full_error
 from sdbert.io import write_json
 from sdbert.module import STRATEGY_STATE_KEY, SelfDistillationModule
 from sdbert.paths import PREDICTIONS_DIR, SUMMARY_FILE
-from sdbert.rundir import check_fresh
+from sdbert.rundir import check_fresh, run_lock
 from sdbert.summary import print_summary
 from sdbert.timing import StageTimer
 
@@ -118,17 +119,23 @@ def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     # continuing in its own folder: keep the CSV rows logged before the checkpoint (the logger deletes them)
     in_place = bool(ckpt_path) and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve())
     resumed_step = resume.checkpoint_step(ckpt_path) if in_place else None
+    start -= resume.time_spent(output_dir) if in_place else 0.0  # wall_time_s is the whole run's
     earlier_log = resume.set_aside_log(output_dir) if in_place else None
+    check_fresh(output_dir, ckpt_path)  # before the lock: a folder of another run gets nothing written
     try:
-        datamodule, module, trainer = build(cfg, hooks, ckpt_path, start)
-        summary = _fit_and_test(cfg, datamodule, module, trainer, start, ckpt_path)
-        if hooks is not None:
-            hooks.after_test(cfg, summary)
+        with run_lock(output_dir), signals.stop_on_signals(
+                lambda: trainer.global_step if trainer is not None else resumed_step or 0):
+            datamodule, module, trainer = build(cfg, hooks, ckpt_path, start)
+            with resume.quiet_restore_warnings() if in_place else contextlib.nullcontext():
+                summary = _fit_and_test(cfg, datamodule, module, trainer, start, ckpt_path)
+            if hooks is not None:
+                hooks.after_test(cfg, summary)
     except resume.RunInterrupted as stop:
         loggers.finish_failed(trainer.loggers if trainer is not None else [])
         _rank_zero_write(output_dir / SUMMARY_FILE, {
             "status": "interrupted", "error": str(stop), "checkpoint": stop.checkpoint,
             "optimizer_steps": stop.step, "output_dir": str(output_dir),
+            "wall_time_s": round(time.perf_counter() - start, 1),
         })
         raise
     except BaseException:

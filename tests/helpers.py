@@ -69,18 +69,32 @@ def seeded_loader(n: int = 32, batch_size: int = 4, data_seed: int = 0, seed: in
 
 
 class SignalAt(Callback):
-    """Sends ``signum`` to this process when optimizer step ``step`` completes (for composed configs:
-    ``+callbacks.kill._target_=tests.helpers.SignalAt +callbacks.kill.step=3``)."""
+    """Sends ``signum`` to this process ``times`` times in a phase of a run (for composed configs:
+    ``+callbacks.kill._target_=tests.helpers.SignalAt +callbacks.kill.step=3``): ``phase="step"`` when
+    optimizer step ``step`` completes, ``"setup"`` once the data is prepared (before training starts),
+    ``"test"`` at the first test batch."""
 
-    def __init__(self, step: int, signum: int = 15) -> None:
-        self.step, self.signum, self._start = int(step), int(signum), -1
+    def __init__(self, step: int = 0, signum: int = 15, phase: str = "step", times: int = 1) -> None:
+        self.step, self.signum, self.phase, self.times, self._start = int(step), int(signum), phase, int(times), -1
+
+    def _send(self) -> None:
+        for _ in range(self.times):
+            os.kill(os.getpid(), self.signum)
+
+    def setup(self, trainer, pl_module, stage):
+        if self.phase == "setup" and stage == "fit":
+            self._send()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.phase == "test" and batch_idx == 0:
+            self._send()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._start = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self._start == self.step - 1 and trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
+        if self.phase == "step" and self._start == self.step - 1 and trainer.global_step == self.step:
+            self._send()
 
 
 class DumpRankState(Callback):

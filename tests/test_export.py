@@ -123,3 +123,53 @@ def test_export_switch_writes_the_tested_model_after_testing(tmp_path):
     texts, saved = _test_texts(run)
     assert (_pipeline_probs(run / "hf", texts) - saved).abs().max().item() <= 1e-5
     assert f"| `test/acc` | {summary['test']['test/acc']:.2f} |" in (run / "hf" / "README.md").read_text()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path → bytes), hidden ones included."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["run", "above", "cwd", "file", "other", "under_file", "link"])
+def test_cli_never_writes_over_what_it_did_not_write(tiny_run, tmp_path, capsys, monkeypatch, where):
+    """The run itself, the folder of runs, ``.``, a file, a folder of other files, a path under a file
+    and a symbolic link: refused in one line, with every file as it was (no ``.old-*`` or temp left)."""
+    run = tiny_run("strategy=se")
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    (tmp_path / "file.txt").write_text("mine too")
+    (tmp_path / "link").symlink_to(other)
+    monkeypatch.chdir(other)
+    out = {"run": run, "above": run.parent, "cwd": Path("."), "file": tmp_path / "file.txt", "other": other,
+           "under_file": tmp_path / "file.txt" / "hf", "link": tmp_path / "link"}[where]
+    watched = [run.parent, tmp_path]
+    before = [_tree(folder) for folder in watched]
+    assert main([str(run), str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sdbert-export: error:") and "\n" not in err and str(out) in err
+    assert [_tree(folder) for folder in watched] == before
+
+
+def test_an_earlier_export_is_replaced_whole_and_only_with_overwrite(tiny_run, tmp_path, capsys, monkeypatch):
+    import sdbert.export as export_module
+
+    run = tiny_run("strategy=se")
+    out = tmp_path / "hf"
+    assert main([str(run), str(out)]) == 0
+    (out / "stale.txt").write_text("from before")
+    before = _tree(out)
+    assert main([str(run), str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err and _tree(out) == before
+    # a failure while the new folder is written leaves the earlier export untouched
+    monkeypatch.setattr(export_module, "model_card", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        export(run, out, overwrite=True)
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+    monkeypatch.undo()
+    assert main([str(run), str(out), "--overwrite"]) == 0
+    assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # nothing left beside it
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(run), str(empty)]) == 0 and (empty / "sdbert.json").is_file()

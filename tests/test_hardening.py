@@ -241,7 +241,7 @@ def test_checkpoints_are_written_atomically_in_their_own_folder(tmp_path, monkey
     real_save = torch.save
 
     def dies_half_way(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
-        Path(f).write_bytes(b"PK half a zip")
+        f.write(b"PK half a zip")
         raise RuntimeError("killed during the write")
 
     monkeypatch.setattr(torch, "save", dies_half_way)
@@ -258,6 +258,41 @@ def test_checkpoints_are_written_atomically_in_their_own_folder(tmp_path, monkey
     with pytest.raises(DiskFull, match=f"no space left on the disk while writing {target}"):
         io.save_checkpoint({"step": 4}, target)
     assert torch.load(target, weights_only=False) is not None
+
+
+def test_a_full_disk_during_a_runs_checkpoint_save_fails_it_as_a_full_disk(make_cfg, monkeypatch, capsys) -> None:
+    """The third checkpoint save (epoch 2's) writes to /dev/full, so torch itself meets ENOSPC (given a
+    path, torch says only "unexpected pos"): one line naming the file, metrics.json failed with DiskFull,
+    and epoch 1's last.ckpt whole."""
+    import contextlib
+
+    import sdbert.io
+
+    real = sdbert.io.atomic_path
+    saves: list[str] = []
+
+    @contextlib.contextmanager
+    def full_from_the_third_save(path: Any) -> Any:
+        if Path(path).suffix == ".ckpt":
+            saves.append(Path(path).name)
+            if len(saves) > 2:
+                yield Path("/dev/full")
+                return
+        with real(path) as tmp:
+            yield tmp
+
+    monkeypatch.setattr(sdbert.io, "atomic_path", full_from_the_third_save)
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.enable_progress_bar=false", "strategy=base")
+    with pytest.raises(SystemExit) as info:
+        main_job(cfg)
+    assert info.value.code == 1
+    ckpts = Path(cfg.paths.output_dir) / CHECKPOINT_DIR
+    errors = _errors(capsys.readouterr().err)
+    assert len(errors) == 1 and f"no space left on the disk while writing {ckpts.resolve()}" in errors[0]
+    summary = json.loads((Path(cfg.paths.output_dir) / SUMMARY_FILE).read_text())
+    assert summary["status"] == "failed" and summary["error_type"] == "DiskFull"
+    last = torch.load(ckpts / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 0 and last["global_step"] == 5 and not _temps(ckpts)
 
 
 KILLED_SAVER = """
@@ -395,3 +430,52 @@ def test_multirun_with_a_failed_job_exits_nonzero_with_the_table(tmp_path) -> No
     assert "1 of 2 jobs ok, 1 failed:" in table and f"failed: {sweep / '0'}: teacher_size must be >= 1" in table
     assert "tiny (random init)" in table
     assert _errors(err)[-1] == "sdbert: error: 1 of 2 sweep jobs failed (see above)"
+
+
+# --------------------------------------------------------------------------- one run per folder (issue 22, 4)
+
+HOLD_LOCK = """
+import sys, time
+from sdbert.rundir import acquire_run_lock
+acquire_run_lock(sys.argv[1])
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_folder_locked_by_a_running_run_is_refused_in_one_line(tmp_path: Path) -> None:
+    from sdbert.errors import RunDirInUse
+    from sdbert.rundir import release_run_lock, run_lock
+
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        match = f"in use by a run still going \\(process {holder.pid}\\)"
+        with pytest.raises(RunDirInUse, match=match) as info, run_lock(folder):
+            pass
+        assert "\n" not in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(folder), run_lock(folder):  # free once its holder is gone; re-entrant in one process
+        pass
+    release_run_lock(folder)  # nothing held: nothing to do
+
+
+@pytest.mark.long
+def test_two_runs_started_together_in_one_folder_one_is_refused_never_mixed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    common = [*FAST, "strategy=base", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+    procs = {seed: _train_py(*common, f"seed={seed}") for seed in (1, 2)}
+    out = {seed: proc.communicate(timeout=600) for seed, proc in procs.items()}
+    codes = {seed: proc.returncode for seed, proc in procs.items()}
+    assert sorted(codes.values()) == [0, 1], {s: o[1][-2000:] for s, o in out.items()}
+    winner = next(seed for seed, code in codes.items() if code == 0)
+    loser = 3 - winner
+    errors = _errors(out[loser][1])
+    assert len(errors) == 1 and "in use by a run still going" in errors[0]
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    assert summary["status"] == "ok" and summary["seed"] == winner
+    assert OmegaConf.load(run_dir / CONFIG_FILE).seed == winner

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,19 @@ def test_staged_dir_replaces_or_keeps_the_first_copy(tmp_path: Path) -> None:
         raise RuntimeError("killed while writing")
     assert sorted(os.listdir(tmp_path)) == ["cache"]
     assert os.listdir(tmp_path / "cache") == ["entry"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_written_files_and_folders_follow_the_umask(tmp_path: Path, mask: int) -> None:
+    """Atomic writes give what plain ``open``/``mkdir`` would (temp files are created 0600 / 0700)."""
+    from sdbert.io import staged_dir, write_text
+
+    old = os.umask(mask)
+    try:
+        write_text(tmp_path / "a.json", "{}")
+        with staged_dir(tmp_path / "folder") as tmp:
+            (tmp / "inside.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o777 & ~mask

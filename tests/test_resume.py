@@ -159,8 +159,9 @@ def test_second_sigint_stops_at_once():
     guard = Preemption(dirpath="unused")
     guard.request_stop(signal.SIGINT)
     assert guard.signum == signal.SIGINT
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted) as info:
         guard.request_stop(signal.SIGINT)
+    assert info.value.exit_code == 128 + signal.SIGINT and info.value.checkpoint is None
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -216,3 +217,105 @@ def test_sampler_splits_the_global_order_across_ranks_and_resumes_mid_epoch():
     assert seen + list(resumed) == order
     with pytest.raises(ConfigError, match="data_seed=7, this run has data_seed=8"):
         EpochSeededSampler(20, data_seed=8).load_state_dict(state)
+
+
+def test_step_checkpoints_keep_last_ckpt_the_newest_state_at_every_epoch_end(make_cfg):
+    """``callbacks.last_checkpoint.every_n_train_steps=2`` (5 steps per epoch): last.ckpt is rewritten after
+    steps 2, 4, 6, 8 and at both epoch ends (steps 5 and 10, after the epoch's validation), so it is the
+    newest state after every one of those steps and when training ends."""
+    from lightning.pytorch.callbacks import Checkpoint
+
+    from sdbert.resume import checkpoint_step
+    from sdbert.run import build
+
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.enable_progress_bar=false", "strategy=base",
+                   "callbacks.last_checkpoint.every_n_train_steps=2")
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    seen: list[tuple[str, int, int]] = []
+
+    class Probe(Checkpoint):  # a checkpoint callback appended after the others: it sees what they saved
+        def on_train_batch_end(self, trainer, *args) -> None:
+            seen.append(("step", trainer.global_step, checkpoint_step(last) if last.is_file() else -1))
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            state = torch.load(last, weights_only=False)
+            assert state["callbacks"]["RunIdentity"]["last_val"]  # saved after the epoch's validation
+            seen.append(("epoch", trainer.global_step, state["global_step"]))
+
+    datamodule, module, trainer = build(cfg)
+    trainer.callbacks.append(Probe())
+    trainer.fit(module, datamodule=datamodule)
+    saved = [(kind, step) for kind, step, ckpt in seen if ckpt == step]
+    assert saved == [("step", 2), ("step", 4), ("epoch", 5), ("step", 6), ("step", 8), ("epoch", 10)]
+    assert checkpoint_step(last) == trainer.global_step == 10
+
+
+@pytest.mark.parametrize("bad", ["last.ckpt", "best.ckpt"])
+def test_resume_names_an_unreadable_checkpoint_and_continues_from_the_newest_readable(make_cfg, tmp_path, caplog, bad):
+    """Stopped at step 5 (best.ckpt: step 3, epoch 0's end; last.ckpt: step 5), one of them truncated:
+    resume=auto names it, sets it aside and finishes from the other."""
+    overrides = [*RUN, "strategy=base"]
+    cut = tmp_path / "cut"
+    with pytest.raises(RunInterrupted):
+        train(make_cfg(*overrides, *_kill_at(4), fast=False, out=cut))
+    path = cut / "checkpoints" / bad
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="sdbert"):
+        resumed = train(make_cfg(*overrides, "resume=auto", fast=False, out=cut))
+    assert resumed["status"] == "ok" and resumed["optimizer_steps"] == 6
+    named = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+    assert named and "unreadable" in named[0]
+    assert (cut / "checkpoints" / f"{bad}.unreadable").is_file()
+    assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    if bad == "best.ckpt":  # the best is tracked afresh from the resumed epoch: its best.ckpt is tested
+        assert Path(resumed["tested_checkpoint"]).name == "best.ckpt" and resumed["best_epoch"] == 2
+
+
+def test_a_resumed_run_reports_the_whole_runs_wall_time_without_folder_warnings(make_cfg, tmp_path):
+    """The stopped attempt's wall time (here set to 1000 s) is added to the resumed one's; Lightning's
+    warnings that the run's own csv/ and checkpoints/ folders are not empty ("will be deleted") are not
+    shown for the folder being continued."""
+    import time
+    import warnings
+
+    overrides = [*RUN, "strategy=base"]
+    cut = tmp_path / "cut"
+    with pytest.raises(RunInterrupted):
+        train(make_cfg(*overrides, *_kill_at(4), fast=False, out=cut))
+    stopped = json.loads((cut / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["wall_time_s"] > 0
+    (cut / "metrics.json").write_text(json.dumps({**stopped, "wall_time_s": 1000.0}))
+    began = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = train(make_cfg(*overrides, "resume=auto", fast=False, out=cut))
+    assert 1000.0 < resumed["wall_time_s"] <= 1000.0 + time.perf_counter() - began + 0.1
+    assert not [str(w.message) for w in caught if "exists and is not empty" in str(w.message)]
+
+
+def _cli_signal(run_dir: Path, *kill: str) -> subprocess.CompletedProcess:
+    return _cli(*RUN, "strategy=base", "+callbacks.kill._target_=tests.helpers.SignalAt", *kill,
+                f"hydra.run.dir={run_dir}")
+
+
+@pytest.mark.long
+@pytest.mark.parametrize(
+    ("kill", "code", "steps"),
+    [
+        (["+callbacks.kill.phase=setup"], 128 + signal.SIGTERM, 0),  # data prepared, before training
+        (["+callbacks.kill.phase=test"], 128 + signal.SIGTERM, 6),  # during the final test
+        (["+callbacks.kill.step=2", "+callbacks.kill.signum=2", "+callbacks.kill.times=2"], 128 + signal.SIGINT, 2),
+    ],
+    ids=["sigterm-setup", "sigterm-test", "ctrl-c-twice"],
+)
+def test_cli_a_signal_in_any_phase_exits_128_plus_signal_with_status_interrupted(tmp_path, kill, code, steps):
+    """train.py stopped by SIGTERM once the data is prepared or during the test, or by Ctrl-C twice in
+    training: exit 128 + signal, "status": "interrupted", one line with the resume hint."""
+    run_dir = tmp_path / "run"
+    proc = _cli_signal(run_dir, *kill)
+    assert proc.returncode == code, proc.stderr[-3000:]
+    stopped = json.loads((run_dir / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["optimizer_steps"] == steps
+    hint = [line for line in proc.stderr.splitlines() if line.startswith("sdbert: interrupted by")]
+    assert len(hint) == 1 and f"resume={run_dir}" in hint[0] and "Traceback" not in proc.stderr
