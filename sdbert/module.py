@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from sdbert import recipe
 from sdbert.classifier import SequenceClassifier
-from sdbert.errors import ConfigError
 from sdbert.io import save_torch
 from sdbert.strategies import REPORTED, TeacherStrategy, metric_key
 
@@ -284,33 +284,11 @@ class SelfDistillationModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with two learning rates (encoder, softmax layer), no decay on bias/LayerNorm,
         linear warm-up over the first ``warmup_proportion`` of optimizer steps, then linear decay."""
-        o = self.optim
-        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                part = "head" if self.model.is_head(name) else "encoder"
-                groups.setdefault((part, p.ndim >= 2), []).append(p)
-        param_groups = [
-            {
-                "params": params,
-                "lr": o["head_lr"] if part == "head" else o["encoder_lr"],
-                "weight_decay": o["weight_decay"] if decay else 0.0,
-                "name": part if decay else f"{part}_no_decay",
-            }
-            for (part, decay), params in sorted(groups.items())
-        ]
-        # the fused kernel does the whole update in one pass (CPU and CUDA); timings in README "Measured".
-        # Under fp16's gradient scaler a fused AdamW unscales internally, so Lightning cannot clip its
-        # gradients: there the multi-tensor (foreach) AdamW runs instead, clipped after unscaling.
-        fused = o.get("fused", True) and self.device.type in ("cpu", "cuda") and self._grad_scaler() is None
-        optimizer = torch.optim.AdamW(
-            param_groups,
-            lr=o["encoder_lr"],
-            betas=tuple(o.get("betas", (0.9, 0.999))),
-            eps=o.get("adam_eps", 1e-6),
-            fused=fused or None,
-        )
-        schedule = LinearSchedule(o.get("warmup_proportion", 0.1), o.get("schedule", "linear"))
+        # the fused kernel does the whole update in one pass (CPU and CUDA; README "Measured"). Under fp16's
+        # gradient scaler a fused AdamW unscales internally, so Lightning cannot clip its gradients: there
+        # the multi-tensor (foreach) AdamW runs instead, clipped after unscaling.
+        fused = self.device.type in ("cpu", "cuda") and self._grad_scaler() is None
+        optimizer, schedule = recipe.optimizer_and_schedule(self.model, self.optim, fused=fused)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -323,38 +301,10 @@ class SelfDistillationModule(L.LightningModule):
         for config in self.trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             for schedule in getattr(scheduler, "lr_lambdas", []):
-                if isinstance(schedule, LinearSchedule):
+                if isinstance(schedule, recipe.LinearSchedule):
                     schedule.total = total
             if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
                 for group, base, factor in zip(
                     scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
                 ):
                     group["lr"] = base * factor(scheduler.last_epoch)
-
-
-class LinearSchedule:
-    """The learning-rate factor at optimizer step t: linear warm-up over ``warmup_proportion`` of the
-    ``total`` steps, then linear decay to 0 (``linear``) or flat (``constant``; isolates the teacher
-    dynamics in probes). The formulas of transformers' ``get_linear_schedule_with_warmup`` /
-    ``get_constant_schedule_with_warmup``.
-
-    ``total`` is set when training starts (``SelfDistillationModule.on_train_start``); until then the
-    factor is 0. Its attributes are plain values, so ``LambdaLR`` saves and restores them in checkpoints.
-    """
-
-    def __init__(self, warmup_proportion: float, kind: str = "linear") -> None:
-        if kind not in ("linear", "constant"):
-            raise ConfigError(f"optim.schedule must be 'linear' or 'constant' (got {kind!r})")
-        self.warmup_proportion = float(warmup_proportion)
-        self.kind = kind
-        self.total: int | None = None
-
-    def __call__(self, step: int) -> float:
-        if self.total is None:
-            return 0.0
-        warmup = round(self.warmup_proportion * self.total)
-        if step < warmup:
-            return float(step) / float(max(1, warmup))
-        if self.kind == "constant":
-            return 1.0
-        return max(0.0, float(self.total - step) / float(max(1, self.total - warmup)))

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sdbert"
 LAYERS: dict[str, int] = {
     "errors": 0, "paths": 0, "io": 0, "paper": 0, "provenance": 0,
     "config": 1, "sources": 1, "checkpointing": 1, "signals": 1,
-    "data": 2, "classifier": 2, "averaging": 2, "checks": 2, "rundir": 2,
+    "data": 2, "classifier": 2, "recipe": 2, "averaging": 2, "checks": 2, "rundir": 2,
     "strategies": 3,
     "module": 4, "progress": 4, "timing": 4,
     "callbacks": 5, "loggers": 5, "resume": 5,

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from sdbert import recipe
 from sdbert.bench.models import GEOMETRIES, random_bert  # noqa: F401  (random_bert: a Hydra _target_)
 from sdbert.bench.tables import Result, machine, save, table
 from sdbert.errors import ConfigError
@@ -184,26 +185,10 @@ class Clock:
         return self.marks[self.warmup + self.steps] - first
 
 
-def param_groups(model: torch.nn.Module, optim: Any) -> list[dict[str, Any]]:
-    """sdbert's optimizer groups (encoder / softmax layer, decay on matrices only), for the other loops."""
-    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        part = "head" if model.is_head(name) else "encoder"
-        groups.setdefault((part, p.ndim >= 2), []).append(p)
-    return [
-        {"params": params, "lr": optim["head_lr"] if part == "head" else optim["encoder_lr"],
-         "weight_decay": optim["weight_decay"] if decay else 0.0}
-        for (part, decay), params in sorted(groups.items())
-    ]
-
-
-def optimizer_and_schedule(model: torch.nn.Module, cfg: Any, device: str, total: int) -> tuple[Any, Any]:
-    from transformers import get_linear_schedule_with_warmup
-
-    o = cfg.optim
-    opt = torch.optim.AdamW(param_groups(model, o), lr=o.encoder_lr, betas=tuple(o.get("betas", (0.9, 0.999))),
-                            eps=o.get("adam_eps", 1e-6), fused=o.get("fused", True) or None)
-    return opt, get_linear_schedule_with_warmup(opt, round(o.get("warmup_proportion", 0.1) * total), total)
+def optimizer_and_schedule(model: Any, cfg: Any, device: str, total: int) -> tuple[Any, Any]:
+    """sdbert's recipe (:mod:`sdbert.recipe`) for the other loops: the same AdamW groups and schedule."""
+    opt, schedule = recipe.optimizer_and_schedule(model, cfg.optim, total=total)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
 # ----------------------------------------------------------------------------------------- the loops
