@@ -92,7 +92,8 @@ def _takes(target: str, argument: str) -> bool:
     from hydra.utils import get_class
 
     cls = get_class(target)
-    return any(argument in inspect.signature(k.__init__).parameters for k in cls.__mro__ if "__init__" in k.__dict__)
+    return any(argument in inspect.signature(k.__dict__["__init__"]).parameters
+               for k in cls.__mro__ if "__init__" in k.__dict__)
 
 
 def migrate_config(cfg: DictConfig) -> bool:

@@ -33,13 +33,13 @@ def strategy_tag(strategy: Any) -> str:
     """
     from hydra.utils import get_class, instantiate
 
-    node = OmegaConf.to_container(strategy, resolve=True) if OmegaConf.is_config(strategy) else strategy
+    node: Any = OmegaConf.to_container(strategy, resolve=True) if OmegaConf.is_config(strategy) else strategy
     try:
         description = instantiate(node).describe()
-        name, k = description.name, description.teacher_size
+        name, k = str(description.name), description.teacher_size
     except Exception:
         try:
-            name = str(get_class(str(node["_target_"])).name)
+            name = str(getattr(get_class(str(node["_target_"])), "name", "strategy"))
         except Exception:
             name = "strategy"
         k = None
