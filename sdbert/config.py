@@ -26,11 +26,30 @@ def process_id() -> str:
     return secrets.token_hex(3)
 
 
-def run_tag(strategy: Any, teacher_size: Any, dataset: Any, seed: Any) -> str:
-    """``${run_tag:<strategy>,<K or null>,<dataset>,<seed>}``: a run directory's readable, unique tail,
-    e.g. ``sda-K2_snli_seed42_3fa9c1`` (no ``-K`` for strategies without a teacher)."""
-    k = "" if teacher_size is None else f"-K{teacher_size}"
-    return f"{strategy}{k}_{dataset}_seed{seed}_{process_id()}"
+def strategy_tag(strategy: Any) -> str:
+    """``sda-K2``: the strategy's ``describe()`` name and K (where it has one) of a ``strategy`` config node.
+
+    A node that does not build (a bad K: the run refuses it in one line later) is named by its class.
+    """
+    from hydra.utils import get_class, instantiate
+
+    node: Any = OmegaConf.to_container(strategy, resolve=True) if OmegaConf.is_config(strategy) else strategy
+    try:
+        description = instantiate(node).describe()
+        name, k = str(description.name), description.teacher_size
+    except Exception:
+        try:
+            name = str(getattr(get_class(str(node["_target_"])), "name", "strategy"))
+        except Exception:
+            name = "strategy"
+        k = None
+    return name if k is None else f"{name}-K{k}"
+
+
+def run_tag(strategy: Any, dataset: Any, seed: Any) -> str:
+    """``${run_tag:${strategy},<dataset>,<seed>}``: a run directory's readable, unique tail,
+    e.g. ``sda-K2_snli_seed42_3fa9c1`` (:func:`strategy_tag`; no ``-K`` for strategies without one)."""
+    return f"{strategy_tag(strategy)}_{dataset}_seed{seed}_{process_id()}"
 
 
 def resume_requested(resume: Any) -> bool:

@@ -9,8 +9,9 @@ sdbert's classifier is the architecture's own Hugging Face sequence-classificati
 Every export is checked: the folder, loaded back with ``AutoModelForSequenceClassification``, must give
 sdbert's logits on a probe batch, else nothing is written.
 
-Which weights: the reported model (SE: the parameter average; SDA/SDV: the student), or with
-``--model teacher`` SDA's averaged teacher (SDV's voted teacher is K models and has no single export).
+Which weights: the reported model (the student, or the parameter average of a strategy that reports one), or
+another model the strategy's ``describe()`` lists as exportable (``--model teacher``: an averaged teacher; a
+voted teacher is K models and has no single export).
 
 Where: the destination must be a new or empty folder, or, with ``--overwrite``, an earlier sdbert export
 (it holds ``sdbert.json``); anything else (the run itself, a folder above it, the current folder, a file,
@@ -148,12 +149,12 @@ def _metric_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def model_card(trained: Trained, which: str) -> str:
-    """A short ``README.md``: what was trained (dataset, strategy, K, λ, seeds), its test metrics, how to load it."""
+    """A short ``README.md``: what was trained (dataset, method and its keys, seeds), test metrics, how to load it."""
     cfg, summary = trained.cfg, trained.summary
-    strategy = trained.module.strategy.describe()
+    method = trained.module.strategy.describe()
     pair = len(trained.text_fields) == 2
     call = 'clf({"text": "A premise.", "text_pair": "A hypothesis."})' if pair else 'clf("Some text to classify.")'
-    se_average = strategy.get("strategy") == "se" and which == REPORTED
+    average = method.averaged and which == REPORTED
     checkpoint = trained.checkpoint.name
     if checkpoint == "best.ckpt":
         checkpoint += f" (epoch {summary.get('best_epoch', '?')} of {summary.get('epochs', '?')})"
@@ -163,11 +164,10 @@ def model_card(trained: Trained, which: str) -> str:
         ("labels", ", ".join(trained.label_names)),
         ("base model", str(cfg.model.name_or_path)
          + (" (geometry changed and randomly initialised: model.random_init)" if cfg.model.get("random_init") else "")),
-        ("strategy", str(strategy.get("strategy"))),
-        ("K (teacher_size)", str(strategy.get("teacher_size", "-"))),
-        ("λ (distill_weight)", str(strategy.get("distill_weight", "-"))),
+        ("method", method.label),
+        ("strategy keys", ", ".join(f"{k}={v}" for k, v in method.keys.items()) or "-"),
         ("seed / data_seed", f"{cfg.seed} / {cfg.data_seed}"),
-        ("exported model", which + (" (SE: the parameter average)" if se_average else "")),
+        ("exported model", which + (" (the parameter average)" if average else "")),
         ("checkpoint", checkpoint),
     ]
     lines = [
@@ -177,7 +177,7 @@ def model_card(trained: Trained, which: str) -> str:
         "tags: [sdbert, self-distillation]",
         "---",
         "",
-        f"# {cfg.dataset.name} classifier fine-tuned with sdbert ({strategy.get('strategy')})",
+        f"# {cfg.dataset.name} classifier fine-tuned with sdbert ({method.label})",
         "",
         "Fine-tuned with sdbert, the self-ensemble / self-distillation strategies of",
         "Xu et al., *Improving BERT Fine-Tuning via Self-Ensemble and Self-Distillation*.",
@@ -242,7 +242,7 @@ def export_trained(trained: Trained, out_dir: str | os.PathLike[str], which: str
                     "model": which,
                     "text_fields": trained.text_fields,
                     "max_length": trained.max_length,
-                    **trained.module.strategy.describe(),
+                    "strategy": trained.module.strategy.describe().to_dict(),
                 },
                 indent=2,
             ),
@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="a run directory (logs/train/runs/<time>) or a checkpoint inside one")
     parser.add_argument("out_dir", help="the folder to write: a new or empty one, or an earlier export (--overwrite)")
     parser.add_argument("--model", default=REPORTED, choices=[REPORTED, "teacher", "student"],
-                        help="reported (SE: the average; SDA/SDV: the student; default), teacher (SDA), student (SE)")
+                        help="reported (what the run's metrics are of; default), or another model the strategy "
+                        "evaluates and can export (its teacher, or the student beside a parameter average)")
     parser.add_argument("--checkpoint", default="tested", choices=["tested", "best", "last"],
                         help="with a run directory: the tested weights (default), best or last")
     parser.add_argument("--overwrite", action="store_true",

@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from sdbert.errors import ConfigError
+from sdbert.strategies.description import Description
 
 MODES = ("online", "offline", "disabled")
 _MODE_ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}
@@ -126,22 +127,21 @@ def sweep_group() -> str | None:
     return Path(str(hc.sweep.dir)).name if hc.mode == RunMode.MULTIRUN else None
 
 
-def run_identity(cfg: Any, describe: Mapping[str, Any]) -> dict[str, Any]:
+def run_identity(cfg: Any, description: Description) -> dict[str, Any]:
     """``name``, ``tags`` and ``group`` of one run from its config and ``strategy.describe()``.
 
-    name: ``sda-K2-lam1-snli-minilm-s42-d42`` (K and λ only for strategies that have them);
-    tags: ``strategy=sda``, ``K=2``, ``lambda=1``, ``dataset=snli``, ``model=minilm``, ``seed=42``,
-    ``data_seed=42``; group: the sweep directory's name in a multirun.
+    name: ``sda-K2-snli-minilm-s42-d42``, with each key that differs from its default after K
+    (``sdv-K3-distill_weight0.5-...``); tags: ``strategy=sda``, ``K=2``, every key of the method
+    (``distill_weight=1``), ``dataset=snli``, ``model=minilm``, ``seed=42``, ``data_seed=42``; group: the
+    sweep directory's name in a multirun.
     """
-    strategy = str(describe.get("strategy", "?"))
     model = model_label(cfg)
-    parts, tags = [strategy], [f"strategy={strategy}"]
-    if "teacher_size" in describe:
-        parts.append(f"K{fmt_number(describe['teacher_size'])}")
-        tags.append(f"K={fmt_number(describe['teacher_size'])}")
-    if "distill_weight" in describe:
-        parts.append(f"lam{fmt_number(describe['distill_weight'])}")
-        tags.append(f"lambda={fmt_number(describe['distill_weight'])}")
+    parts, tags = [description.name], [f"strategy={description.name}"]
+    if description.teacher_size is not None:
+        parts.append(f"K{fmt_number(description.teacher_size)}")
+        tags.append(f"K={fmt_number(description.teacher_size)}")
+    parts += [f"{key}{fmt_number(description.keys[key])}" for key in description.changed]
+    tags += [f"{key}={fmt_number(value)}" for key, value in description.keys.items() if key != "teacher_size"]
     parts += [str(cfg.dataset.name), model, f"s{cfg.seed}", f"d{cfg.data_seed}"]
     tags += [f"dataset={cfg.dataset.name}", f"model={model}", f"seed={cfg.seed}", f"data_seed={cfg.data_seed}"]
     return {"name": "-".join(parts), "tags": tags, "group": sweep_group()}
@@ -304,7 +304,7 @@ def wandb_loggers(loggers: Iterable[Any]) -> list[WandbLogger]:
 
 
 # -- a run's life cycle on W&B -----------------------------------------------------------------------
-def describe_wandb_runs(loggers: Iterable[Any], cfg: Any, describe: Mapping[str, Any]) -> None:
+def describe_wandb_runs(loggers: Iterable[Any], cfg: Any, description: Description) -> None:
     """Before training: each W&B run gets the resolved config and sdbert's name, tags and group."""
     targets = wandb_loggers(loggers)
     if not targets:
@@ -312,7 +312,7 @@ def describe_wandb_runs(loggers: Iterable[Any], cfg: Any, describe: Mapping[str,
     from omegaconf import OmegaConf
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    identity = run_identity(cfg, describe)
+    identity = run_identity(cfg, description)
     for lg in targets:
         lg.describe_run(config, identity)  # type: ignore[arg-type]
 

@@ -162,9 +162,9 @@ def load_predictor(source: str | os.PathLike[str], which: str = REPORTED, checkp
     trained = load_trained(path, checkpoint, device=dev)
     module = trained.module
     strategy = module.strategy
-    if which not in strategy.eval_names:
-        raise PredictError(f"strategy {strategy.name} has no model '{which}' (it evaluates: "
-                           f"{', '.join(strategy.eval_names)})")
+    models = strategy.describe().models
+    if which not in models:
+        raise PredictError(f"strategy {strategy.name} has no model '{which}' (it evaluates: {', '.join(models)})")
     tokenizer = load_tokenizer(str(trained.cfg.model.name_or_path))
     tokenizer.truncation_side = "right"  # as in training: keep the head of long texts
 

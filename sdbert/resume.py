@@ -19,7 +19,6 @@ best score and path in the checkpoint's callback states.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -36,12 +35,14 @@ from sdbert.checkpointing import load_for_check
 from sdbert.config import resume_requested
 from sdbert.errors import ConfigError
 from sdbert.io import write_text
-from sdbert.paths import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
+from sdbert.paths import CONFIG_FILE
+from sdbert.rundir import RunDir
 from sdbert.signals import RunInterrupted
+from sdbert.strategies.description import Description
 
 log = logging.getLogger("sdbert")
 
-#: the key of a checkpoint's run identity (strategy, K, model, labels)
+#: the key of a checkpoint's run identity (the method, model, labels)
 IDENTITY_KEY = "sdbert_run"
 #: where Hydra writes a resumed job's own view of its config (the run's ``.hydra/config.yaml`` stays)
 RESUMED_SUBDIR = ".hydra/resumed"
@@ -145,21 +146,22 @@ def quiet_restore_warnings() -> Iterator[None]:
 
 def time_spent(run_dir: Path) -> float:
     """Wall time the earlier attempts of a stopped run took (its ``metrics.json``'s ``wall_time_s``), else 0."""
+    summary = RunDir(run_dir).summary
     try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-        return float(summary.get("wall_time_s") or 0.0) if summary.get("status") != "ok" else 0.0
-    except (OSError, ValueError, AttributeError, TypeError):
+        return float(summary.data.get("wall_time_s") or 0.0) if not summary.ok else 0.0
+    except (ValueError, TypeError):
         return 0.0
 
 
 # -- what a checkpoint was made for ------------------------------------------------------------------
 
 
-def run_identity(cfg: DictConfig, strategy_description: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint must share with a config to continue it: strategy and K, model, label set."""
+def run_identity(cfg: DictConfig, description: Description) -> dict[str, Any]:
+    """What a checkpoint must share with a config to continue it: the method (the strategy's name and every
+    key of its ``describe()``), model, label set."""
     return {
-        "strategy": strategy_description.get("strategy"),
-        "teacher_size": strategy_description.get("teacher_size"),
+        "strategy": description.name,
+        **{f"strategy.{key}": value for key, value in description.plain().keys.items()},
         "model": str(cfg.model.name_or_path),
         "labels": [str(n) for n in cfg.dataset.label_names],
     }
@@ -192,7 +194,8 @@ def check_fits(path: str | Path, checkpoint: Mapping[str, Any], identity: dict[s
     saved = checkpoint.get(IDENTITY_KEY)
     if saved is None:
         return  # made before identities were recorded: Lightning's own loading reports a misfit
-    diffs = [f"{key} {saved.get(key)!r} vs {value!r}" for key, value in identity.items() if saved.get(key) != value]
+    keys = [*identity, *(k for k in saved if k not in identity)]
+    diffs = [f"{k} {saved.get(k)!r} vs {identity.get(k)!r}" for k in keys if saved.get(k) != identity.get(k)]
     if diffs:
         raise ConfigError(
             f"checkpoint {path} does not fit this config (checkpoint vs config: {'; '.join(diffs)}); "
@@ -222,8 +225,7 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     """
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    folder = run_dir / CHECKPOINT_DIR
-    candidates = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    candidates = RunDir(run_dir).checkpoints()
     candidates += sorted(run_dir.glob("hpc_ckpt_*.ckpt"))  # SLURMEnvironment(auto_requeue=True) saves these
     best: tuple[int, int, Path] | None = None
     for path in candidates:
@@ -245,14 +247,8 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
 
 def finished_summary(run_dir: Path) -> dict[str, Any] | None:
     """The run's ``metrics.json`` if it finished (status ok), else None."""
-    path = run_dir / SUMMARY_FILE
-    if not path.is_file():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except ValueError:
-        return None
-    return summary if summary.get("status") == "ok" else None
+    summary = RunDir(run_dir).summary
+    return dict(summary.data) if summary.ok else None
 
 
 def _in_hydra() -> bool:

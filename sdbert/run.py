@@ -20,6 +20,7 @@ from sdbert.io import write_json
 from sdbert.module import STRATEGY_STATE_KEY, SelfDistillationModule
 from sdbert.paths import PREDICTIONS_DIR, SUMMARY_FILE
 from sdbert.rundir import check_fresh, run_lock
+from sdbert.strategies.description import SUMMARY_KEY as STRATEGY_KEY
 from sdbert.summary import print_summary
 from sdbert.timing import StageTimer
 
@@ -94,7 +95,7 @@ def build(
     module = factory.build_module(cfg, strategy, prediction_dir=output_dir / PREDICTIONS_DIR, training=True)
     if ckpt_path:
         saved = check_checkpoint(ckpt_path, module, STRATEGY_STATE_KEY)  # readable, sdbert's, the same shapes
-        resume.check_fits(ckpt_path, saved, resume.run_identity(cfg, strategy.describe()))  # strategy, K, model, labels
+        resume.check_fits(ckpt_path, saved, resume.run_identity(cfg, strategy.describe()))  # method, model, labels
     run_loggers = factory.instantiate_group(cfg.get("logger"))
     loggers.describe_wandb_runs(run_loggers, cfg, strategy.describe())
     identity = resume.RunIdentity(resume.run_identity(cfg, strategy.describe()))
@@ -180,7 +181,7 @@ def _fit_and_test(
         "dataset": cfg.dataset.name,
         "model": checks.recorded_model(cfg.model),
         "model_source": cfg.model.name_or_path,
-        **module.strategy.describe(),
+        STRATEGY_KEY: module.strategy.describe().to_dict(),
         "seed": cfg.seed,
         "data_seed": cfg.data_seed,
         "epochs": trainer.current_epoch,

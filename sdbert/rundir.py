@@ -1,4 +1,9 @@
-"""Run directories: unique, readable names, and never two runs in one folder.
+"""Run directories: one folder per run (:class:`RunDir`), unique readable names, never two runs in one folder.
+
+:class:`RunDir` owns what a run folder holds: its paths, its config (loaded once), its summary
+(``metrics.json``, typed: :class:`RunSummary`, status ``ok | failed | interrupted | running``), its
+checkpoints (``checkpoint("best" | "last")``) and whether it holds a run. Everything that reads a run
+folder back goes through it.
 
 The default name (conf/hydra/default.yaml) is ``<time>_<strategy>[-K<k>]_<dataset>_seed<seed>_<id>``
 (:func:`sdbert.config.run_tag`): runs started in the same second (one per seed, the common case)
@@ -19,37 +24,175 @@ import errno
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
 from sdbert.config import resume_requested
-from sdbert.errors import RunDirInUse
-from sdbert.paths import CHECKPOINT_DIR, SUMMARY_FILE
+from sdbert.errors import RunDirInUse, SdbertError
+from sdbert.paths import CHECKPOINT_DIR, CONFIG_FILE, OVERRIDES_FILE, PREDICTIONS_DIR, SUMMARY_FILE
+
+#: what became of a run: finished, stopped at an error, stopped by a signal (resumable), or no summary yet
+#: (still running, or killed before it could write one)
+Status = Literal["ok", "failed", "interrupted", "running"]
+STATUSES: tuple[Status, ...] = ("ok", "failed", "interrupted", "running")
+Which = Literal["best", "last"]
+
+
+class RunDirError(SdbertError, ValueError):
+    """A path is not a run or sweep directory, or a run lacks what is asked of it."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run's ``metrics.json``: its status and what it recorded (``data``; empty while running)."""
+
+    status: Status
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def error(self) -> str | None:
+        """Why the run is not finished (None when it is)."""
+        if self.status == "running":
+            return f"no {SUMMARY_FILE}: the job crashed, was killed or is still running"
+        if self.status in ("failed", "interrupted"):
+            return str(self.data.get("error") or f"{self.status} without a message")
+        return None
+
+    @property
+    def strategy(self) -> Mapping[str, Any] | None:
+        """The strategy's ``describe()`` as written (``sdbert.strategies.Description.from_dict`` reads it)."""
+        value = self.data.get("strategy")
+        return value if isinstance(value, Mapping) else None
+
+    @property
+    def test(self) -> Mapping[str, float]:
+        return dict(self.data.get("test") or {})
+
+    @property
+    def val(self) -> Mapping[str, float]:
+        return dict(self.data.get("val") or {})
+
+    @classmethod
+    def read(cls, path: Path) -> RunSummary:
+        if not path.is_file():
+            return cls("running")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            return cls("failed", {"error": f"unreadable {SUMMARY_FILE} ({err})"})
+        if not isinstance(data, dict):
+            return cls("failed", {"error": f"{SUMMARY_FILE} holds no mapping"})
+        status = data.get("status")
+        return cls(status if status in STATUSES else "failed", data)
+
+
+class RunDir:
+    """One run folder (a Hydra output directory). Reads are lazy and each file is read once."""
+
+    def __init__(self, path: str | os.PathLike[str], config: DictConfig | None = None,
+                 summary: RunSummary | None = None) -> None:
+        """``config`` / ``summary``: use these instead of reading the folder's files (tests, tools)."""
+        self.path = Path(path)
+        if config is not None:
+            self.__dict__["config"] = config
+        if summary is not None:
+            self.__dict__["summary"] = summary
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # -- paths --------------------------------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    def predictions_file(self, test_name: str) -> Path:
+        return self.path / PREDICTIONS_DIR / f"{test_name}.pt"
+
+    @property
+    def is_run(self) -> bool:
+        """Whether train.py wrote a config here."""
+        return self.config_file.is_file()
+
+    # -- what it holds ------------------------------------------------------------------------------
+    @cached_property
+    def config(self) -> DictConfig:
+        """The run's ``.hydra/config.yaml`` as saved (unresolved)."""
+        if not self.is_run:
+            raise RunDirError(f"{self.path} is not a run directory (no {CONFIG_FILE}); pass train.py output "
+                              "directories (logs/train/runs/<time>)")
+        config = OmegaConf.load(self.config_file)
+        if not isinstance(config, DictConfig):
+            raise RunDirError(f"{self.config_file} holds no mapping; it is not a config train.py wrote")
+        return config
+
+    @cached_property
+    def overrides(self) -> list[str]:
+        """The command-line overrides the run was started with."""
+        path = self.path / OVERRIDES_FILE
+        return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []  # type: ignore[union-attr]
+
+    @cached_property
+    def summary(self) -> RunSummary:
+        return RunSummary.read(self.summary_file)
+
+    def reload(self) -> RunDir:
+        """A fresh view of the folder (after the run wrote to it)."""
+        return RunDir(self.path)
+
+    def checkpoints(self) -> list[Path]:
+        """Every checkpoint file of the run (``checkpoints/*.ckpt``), by name."""
+        return sorted(self.checkpoint_dir.glob("*.ckpt")) if self.checkpoint_dir.is_dir() else []
+
+    def checkpoint(self, which: Which | Literal["tested"] = "tested") -> Path:
+        """``best`` (by validation accuracy), ``last``, or ``tested`` (the one the test saw: best or last)."""
+        if which == "tested":
+            tested = str(self.summary.data.get("tested_checkpoint") or self.config.get("test_ckpt") or "best")
+            which = "last" if tested == "last" else "best"
+        if which not in ("best", "last"):
+            raise RunDirError(f"checkpoint must be 'tested', 'best' or 'last' (got {which!r})")
+        path = self.checkpoint_dir / f"{which}.ckpt"
+        if not path.is_file():
+            raise RunDirError(f"run {self.path} has no {CHECKPOINT_DIR}/{which}.ckpt (did it finish training?)")
+        return path
+
+    def holds_a_run(self) -> str | None:
+        """What shows that the folder already holds a run (a ``metrics.json``, checkpoints), else None.
+
+        A ``metrics.json`` with ``"status": "failed"`` and no checkpoints does not count: the run stopped at
+        a bad input before it made anything, and the folder may be reused.
+        """
+        ckpts = self.checkpoints()
+        if ckpts:
+            return f"checkpoints ({', '.join(p.name for p in ckpts[:3])})"
+        if self.summary_file.is_file():
+            status = self.summary.data.get("status", "unreadable")
+            if status != "failed":
+                return f"a {SUMMARY_FILE} (status {status})"
+        return None
 
 
 def holds_run(folder: str | os.PathLike[str]) -> str | None:
-    """What shows that ``folder`` already holds a run (a finished ``metrics.json``, checkpoints), else None.
-
-    A ``metrics.json`` with ``"status": "failed"`` and no checkpoints does not count: the run stopped at
-    a bad input before it made anything, and the folder may be reused.
-    """
-    folder = Path(folder)
-    ckpts = sorted((folder / CHECKPOINT_DIR).glob("*.ckpt")) if (folder / CHECKPOINT_DIR).is_dir() else []
-    if ckpts:
-        return f"checkpoints ({', '.join(p.name for p in ckpts[:3])})"
-    summary = folder / SUMMARY_FILE
-    if summary.is_file():
-        try:
-            status = json.loads(summary.read_text(encoding="utf-8")).get("status")
-        except (OSError, ValueError, AttributeError):
-            status = "unreadable"
-        if status != "failed":
-            return f"a {SUMMARY_FILE} (status {status})"
-    return None
+    """:meth:`RunDir.holds_a_run` of ``folder``."""
+    return RunDir(folder).holds_a_run()
 
 
 def is_resuming(folder: str | os.PathLike[str], ckpt_path: Any, resume: Any = None) -> bool:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdbert.loggers import fmt_number, wandb_hint
+from sdbert.loggers import wandb_hint
+from sdbert.strategies.description import SUMMARY_KEY, Description
 
-SUMMARY_COLUMNS = (
-    "dataset", "model", "strategy", "K", "λ", "test acc (%)", "best epoch", "wall time", "output directory"
-)
+SUMMARY_COLUMNS = ("dataset", "model", "method", "test acc (%)", "best epoch", "wall time", "output directory")
 
 
 def _wall(seconds: float) -> str:
@@ -24,9 +23,7 @@ def summary_row(summary: dict[str, Any]) -> list[str]:
     return [
         str(summary.get("dataset", "-")),
         str(summary.get("model", "-")),
-        str(summary.get("strategy", "-")),
-        str(summary.get("teacher_size", "-")),
-        fmt_number(summary["distill_weight"]) if "distill_weight" in summary else "-",
+        Description.from_dict(summary[SUMMARY_KEY]).label if Description.is_one(summary.get(SUMMARY_KEY)) else "-",
         test or "-",
         f"{best}/{summary.get('epochs', '?')}" if best is not None else "-",
         _wall(float(summary.get("wall_time_s", 0.0))),

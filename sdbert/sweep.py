@@ -8,7 +8,6 @@ each failed one, and exits with status 1 when any job failed or left no result.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sdbert.paths import OVERRIDES_FILE, SUMMARY_FILE
+from sdbert.paths import OVERRIDES_FILE
+from sdbert.rundir import RunDir
 
 try:
     from hydra.experimental.callback import Callback
@@ -31,7 +31,7 @@ class JobResult:
     """One job of a sweep as its folder tells it."""
 
     folder: Path
-    status: str  # ok, failed, or "no result" (killed, or crashed before writing metrics.json)
+    status: str  # ok, failed, interrupted, or running (no metrics.json: killed, crashed, or still running)
     test_acc: float | None
     model: str | None
     overrides: str
@@ -47,30 +47,21 @@ def _job_key(folder: Path) -> tuple[int, str]:
 
 
 def read_job(folder: str | Path) -> JobResult:
-    """The result of the job whose run directory is ``folder`` (``metrics.json`` + ``.hydra/overrides.yaml``)."""
-    folder = Path(folder)
-    overrides = ""
-    if (folder / OVERRIDES_FILE).is_file():
-        try:
-            overrides = " ".join(map(str, OmegaConf.to_container(OmegaConf.load(folder / OVERRIDES_FILE)) or []))
-        except Exception:
-            overrides = "?"
+    """The result of the job whose run directory is ``folder`` (its :class:`~sdbert.rundir.RunDir`)."""
+    run = RunDir(folder)
     try:
-        summary: dict[str, Any] = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        why = f"no {SUMMARY_FILE}: the job crashed or was killed"
-        return JobResult(folder, "no result", None, None, overrides, why)
-    except (OSError, ValueError) as err:
-        return JobResult(folder, "no result", None, None, overrides, f"unreadable {SUMMARY_FILE} ({err})")
-    accs = [v for k, v in (summary.get("test") or {}).items() if k.endswith("/acc") and k.count("/") == 1]
-    status = str(summary.get("status", "no result"))
+        overrides = " ".join(run.overrides)
+    except Exception:
+        overrides = "?"
+    summary = run.summary
+    accs = [v for k, v in summary.test.items() if k.endswith("/acc") and k.count("/") == 1]
     return JobResult(
-        folder=folder,
-        status=status,
+        folder=run.path,
+        status=summary.status,
         test_acc=sum(accs) / len(accs) if accs else None,
-        model=summary.get("model"),
+        model=summary.data.get("model"),
         overrides=overrides,
-        error=None if status == "ok" else str(summary.get("error") or "no error recorded"),
+        error=summary.error,
     )
 
 

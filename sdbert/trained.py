@@ -8,7 +8,6 @@ from the run's ``.hydra/config.yaml``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sdbert import factory
 from sdbert.errors import SdbertError
 from sdbert.module import STRATEGY_STATE_KEY, SelfDistillationModule
-from sdbert.paths import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
+from sdbert.paths import CHECKPOINT_DIR, CONFIG_FILE
+from sdbert.rundir import RunDir, RunDirError
 
 
 class TrainedModelError(SdbertError, ValueError):
@@ -49,19 +49,20 @@ class Trained:
         return int(self.cfg.dataset.max_length)
 
     def model(self, name: str) -> Any:
-        """The ``torch.nn.Module`` of evaluated model ``name`` (``reported``, ``teacher``, ``student``)."""
+        """The ``torch.nn.Module`` of evaluated model ``name`` (``reported``, ``teacher``, ``student``): one the
+        strategy's ``describe()`` lists as exportable."""
         strategy = self.module.strategy
-        names = list(strategy.eval_names)
-        if name not in names:
+        description = strategy.describe()
+        if name not in description.models:
             raise TrainedModelError(
-                f"strategy {strategy.name} has no model '{name}' (it evaluates: {', '.join(names)}); "
+                f"strategy {description.name} has no model '{name}' (it evaluates: {', '.join(description.models)}); "
                 "use --model reported"
             )
-        found = strategy.eval_model(self.module.model, name)
+        found = strategy.eval_model(self.module.model, name) if name in description.exportable else None
         if found is None:
             raise TrainedModelError(
-                f"strategy {strategy.name}'s '{name}' is not one set of weights (a vote over K snapshots' "
-                "logits); export the reported model (--model reported)"
+                f"strategy {description.name}'s '{name}' is not one set of weights (it exports: "
+                f"{', '.join(description.exportable) or 'nothing'}); export the reported model (--model reported)"
             )
         return found.eval()
 
@@ -80,15 +81,13 @@ def _run_and_checkpoint(source: Path) -> tuple[Path, Path | None]:
     raise TrainedModelError(f"{source} does not exist; pass a run directory (logs/train/runs/<time>) or a checkpoint")
 
 
-def _run_config(run_dir: Path) -> DictConfig:
+def _run_config(folder: RunDir) -> DictConfig:
     """The run's config, resolved, with ``paths.output_dir`` pointing at where the run now lies."""
-    config_file = run_dir / CONFIG_FILE
-    if not config_file.is_file():
-        raise TrainedModelError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass a train.py output "
-                                "directory (logs/train/runs/<time>)")
-    cfg = OmegaConf.load(config_file)
-    if not isinstance(cfg, DictConfig):
-        raise TrainedModelError(f"{config_file} holds no mapping; it is not a config train.py wrote")
+    try:
+        cfg = folder.config.copy()
+    except RunDirError as err:
+        raise TrainedModelError(str(err)) from None
+    run_dir, config_file = folder.path, folder.config_file
     with open_dict(cfg):
         if "paths" in cfg:
             cfg.paths.output_dir = str(run_dir)
@@ -101,24 +100,12 @@ def _run_config(run_dir: Path) -> DictConfig:
     return cfg
 
 
-def _summary(run_dir: Path) -> dict[str, Any]:
-    try:
-        return dict(json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return {}
-
-
-def _checkpoint(run_dir: Path, summary: dict[str, Any], cfg: DictConfig, which: str) -> Path:
+def _checkpoint(folder: RunDir, which: str) -> Path:
     """``tested`` (the weights the test saw: best or last), ``best`` or ``last``."""
-    if which not in ("tested", "best", "last"):
-        raise TrainedModelError(f"checkpoint must be 'tested', 'best' or 'last' (got {which!r})")
-    if which == "tested":
-        tested = str(summary.get("tested_checkpoint") or cfg.get("test_ckpt") or "best")
-        which = "last" if tested == "last" else "best"
-    path = run_dir / CHECKPOINT_DIR / f"{which}.ckpt"
-    if not path.is_file():
-        raise TrainedModelError(f"run {run_dir} has no {CHECKPOINT_DIR}/{which}.ckpt (did it finish training?)")
-    return path
+    try:
+        return folder.checkpoint(which)  # type: ignore[arg-type]
+    except RunDirError as err:
+        raise TrainedModelError(str(err)) from None
 
 
 def load_trained(source: str | os.PathLike[str], checkpoint: str = "tested", device: Any = "cpu") -> Trained:
@@ -128,9 +115,10 @@ def load_trained(source: str | os.PathLike[str], checkpoint: str = "tested", dev
     import torch
 
     run_dir, ckpt = _run_and_checkpoint(Path(source))
-    cfg = _run_config(run_dir)
-    summary = _summary(run_dir)
-    ckpt = ckpt or _checkpoint(run_dir, summary, cfg, checkpoint)
+    folder = RunDir(run_dir)
+    cfg = _run_config(folder)
+    summary = dict(folder.summary.data)
+    ckpt = ckpt or _checkpoint(folder, checkpoint)
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
     except Exception as err:

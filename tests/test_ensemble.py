@@ -84,7 +84,7 @@ def test_vote_is_the_argmax_of_summed_probabilities(tiny_sweep, ensemble_out):
     written = torch.load(out / "vote" / "test.pt")
     assert torch.allclose(written["probs"].double(), total / 2, atol=1e-6) and torch.equal(written["labels"], labels)
     summary = json.loads((out / "ensemble.json").read_text())
-    assert summary["k"] == 2 and summary["strategy"] == "base"
+    assert summary["k"] == 2 and summary["strategy"]["name"] == "base"
     assert [m["seed"] for m in summary["members"]] == [1, 2]
     assert summary["test"]["test"]["vote/acc"] == pytest.approx(expected_acc, abs=1e-4)
     assert summary["test"]["test"]["members/acc"] == [r.metrics["test"]["test/acc"] for r in runs]

@@ -12,9 +12,9 @@ import itertools
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from sdbert.analysis.rundirs import strategy_name
 from sdbert.analysis.sweeps import expand_sweep
 from sdbert.config import instantiate
 from sdbert.errors import ConfigError
@@ -69,7 +69,7 @@ def _derived_cell(cfg, job: list[str]) -> tuple:
     """The cell a job runs, from its overrides over the experiment's composed config."""
     o = dict(x.split("=", 1) for x in job)
     dataset = o.get("dataset", cfg.dataset.name)
-    strategy = o.get("strategy") or strategy_name(cfg.strategy._target_)
+    strategy = o.get("strategy") or get_class(cfg.strategy._target_).name
     if strategy in ("sda", "sdv"):
         default = (default_teacher_size(dataset, strategy) if OmegaConf.is_interpolation(cfg, "teacher_size")
                    else cfg.teacher_size)  # the experiment may fix K
@@ -84,7 +84,7 @@ def _derived_cell(cfg, job: list[str]) -> tuple:
 def _composed_cell(tmp_path, job: list[str]) -> tuple:
     cfg = compose_train(tmp_path, job)
     s = instantiate(cfg.strategy).describe()
-    return (cfg.dataset.name, s["strategy"], s.get("teacher_size"), s.get("distill_weight"), cfg.seed, cfg.data_seed)
+    return (cfg.dataset.name, s.name, s.teacher_size, s.keys.get("distill_weight"), cfg.seed, cfg.data_seed)
 
 
 @pytest.mark.parametrize("experiment", sorted(GRIDS))

@@ -51,11 +51,15 @@ def test_exported_model_gives_the_runs_test_probabilities_through_pipeline(tiny_
     assert (probs - saved).abs().max().item() <= 1e-5
     card = (folder / "README.md").read_text()
     summary = json.loads((run / "metrics.json").read_text())
-    for text in ("bbc_news", f"| strategy | {strategy} |", "| seed / data_seed | 42 / 42 |",
+    label = summary["strategy"]["label"]
+    for text in ("bbc_news", f"| method | {label} |", "| seed / data_seed | 42 / 42 |",
                  f"| `test/acc` | {summary['test']['test/acc']:.2f} |", "`test/f1`"):
         assert text in card
     if strategy == "sda":
-        assert f"| K (teacher_size) | {summary['teacher_size']} |" in card and "| λ (distill_weight) | 1.0 |" in card
+        k = summary["strategy"]["keys"]["teacher_size"]
+        assert label == f"SDA (K={k})" and f"teacher_size={k}, distill_weight=1.0" in card
+    else:
+        assert "| exported model | reported (the parameter average) |" in card
 
 
 def test_sda_teacher_export_is_the_averaged_teacher(tiny_run, tmp_path):

@@ -21,8 +21,10 @@ import torch
 
 from sdbert import callbacks as sdb_callbacks
 from sdbert import loggers
+from sdbert.config import instantiate
 from sdbert.errors import ConfigError, TrainingDiverged
 from sdbert.run import main_job, train
+from sdbert.strategies import SelfDistillationAveraged, Vanilla
 from sdbert.summary import SUMMARY_COLUMNS, format_summary_table, format_time_split, print_summary
 from tests.conftest import ROOT
 
@@ -128,14 +130,15 @@ def test_mode_is_decided_from_env_and_files_only(no_credentials, monkeypatch, tm
 
 def test_run_identity_names_and_tags(make_cfg):
     cfg = make_cfg("strategy=sdv", "teacher_size=3", "distill_weight=0.5", "seed=7", "data_seed=9")
-    ident = loggers.run_identity(cfg, {"strategy": "sdv", "teacher_size": 3, "distill_weight": 0.5})
-    assert ident["name"] == "sdv-K3-lam0.5-bbc_news-all-minilm-l6-v2-random-s7-d9"
+    ident = loggers.run_identity(cfg, instantiate(cfg.strategy).describe())
+    assert ident["name"] == "sdv-K3-distill_weight0.5-bbc_news-all-minilm-l6-v2-random-s7-d9"  # λ is off its default
     assert ident["tags"] == [
-        "strategy=sdv", "K=3", "lambda=0.5", "dataset=bbc_news", "model=all-minilm-l6-v2-random", "seed=7",
-        "data_seed=9",
+        "strategy=sdv", "K=3", "distill_weight=0.5", "teacher_dropout=True", "distill_target=logits",
+        "distill_warmup=0", "dataset=bbc_news", "model=all-minilm-l6-v2-random", "seed=7", "data_seed=9",
     ]
     assert ident["group"] is None  # not a multirun
-    base = loggers.run_identity(make_cfg("strategy=base"), {"strategy": "base"})
+    base_cfg = make_cfg("strategy=base")
+    base = loggers.run_identity(base_cfg, instantiate(base_cfg.strategy).describe())
     assert base["name"] == "base-bbc_news-all-minilm-l6-v2-random-s42-d42"
 
 
@@ -158,8 +161,8 @@ def test_offline_run_under_run_dir_with_expected_history_and_summary(make_cfg, n
 
     records = inspect_records(run_file)
     run = run_record(records)
-    assert run["display_name"] == "sda-K2-lam1-bbc_news-all-minilm-l6-v2-random-s42-d42"
-    assert {"strategy=sda", "K=2", "lambda=1", "dataset=bbc_news", "seed=42"} <= set(run["tags"])
+    assert run["display_name"] == "sda-K2-bbc_news-all-minilm-l6-v2-random-s42-d42"
+    assert {"strategy=sda", "K=2", "distill_weight=1", "dataset=bbc_news", "seed=42"} <= set(run["tags"])
     config = run["config"]["update"]
     assert config["dataset"]["name"] == "bbc_news" and config["teacher_size"] == 2  # the resolved config
     assert config["logger"]["wandb"]["save_dir"] == str(out)
@@ -228,7 +231,7 @@ def test_two_job_multirun_makes_two_finished_runs_in_one_group(tmp_path):
     runs = [run_record(inspect_records(f)) for f in files]
     finals = [inspect_summary(f) for f in files]
     assert {r["run_group"] for r in runs} == {sweep.name}
-    assert [r["display_name"] for r in runs] == ["base-bbc_news-tiny-s42-d42", "sda-Kall-lam1-bbc_news-tiny-s42-d42"]
+    assert [r["display_name"] for r in runs] == ["base-bbc_news-tiny-s42-d42", "sda-Kall-bbc_news-tiny-s42-d42"]
     assert all("model=tiny" in r["tags"] for r in runs)
     assert [f["state"] for f in finals] == ["finished", "finished"]
     assert all("test/acc" in f["summary"] for f in finals)
@@ -305,16 +308,19 @@ def test_online_request_in_a_terminal_never_prompts_or_blocks(tmp_path):
 # -- summary table and callbacks -------------------------------------------------------------------
 def test_summary_table_has_the_expected_columns(capsys):
     long_dir = "/runs/" + "x" * 150
-    sda = {"dataset": "snli", "model": "minilm", "strategy": "sda", "teacher_size": 2, "distill_weight": 1.0,
+    described = SelfDistillationAveraged(teacher_size=2).describe().to_dict()
+    sda = {"dataset": "snli", "model": "minilm", "strategy": described,
            "epochs": 3, "best_epoch": 2, "test": {"test/acc": 87.123, "test/err": 12.877, "test/teacher/acc": 86.0},
            "wall_time_s": 3725.0, "output_dir": long_dir, "wandb": None}
-    mnli = {"dataset": "mnli", "strategy": "base", "epochs": 1, "best_epoch": None, "wall_time_s": 65.2,
+    mnli = {"dataset": "mnli", "strategy": Vanilla().describe().to_dict(), "epochs": 1, "best_epoch": None,
+            "wall_time_s": 65.2,
             "test": {"test_matched/acc": 84.1, "test_mismatched/acc": 84.5}, "output_dir": "/r/m"}
     table = format_summary_table([sda, mnli]).splitlines()
     assert table[0].split("  ")[0] == "dataset"
     for col in SUMMARY_COLUMNS:
         assert col in table[0]
-    assert table[2].split() == ["snli", "minilm", "sda", "2", "1", "87.12", "2/3", "1h02m", long_dir]  # not truncated
+    assert re.split(r"\s{2,}", table[2])[:3] == ["snli", "minilm", "SDA (K=2)"]
+    assert table[2].split()[4:] == ["87.12", "2/3", "1h02m", long_dir]  # not truncated
     assert "test_matched 84.10, test_mismatched 84.50" in table[3] and "1m05s" in table[3]
     print_summary(sda)
     printed = capsys.readouterr().out.strip().splitlines()

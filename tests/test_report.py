@@ -20,6 +20,7 @@ from sdbert.analysis.report import main, paper_errors, relative_error_change, wr
 from sdbert.analysis.rundirs import RunDirError, load_run
 from sdbert.analysis.sweeps import expand_sweep
 from sdbert.callbacks import EpochTestEvaluation
+from sdbert.config import instantiate
 from sdbert.module import SelfDistillationModule
 from sdbert.paper import default_teacher_size
 from sdbert.strategies import SelfDistillationAveraged
@@ -57,10 +58,9 @@ def _fake_run(root: Path, template, dataset: str, strategy: str, seed: int, accs
     path = root / f"{dataset}-{strategy}-k{k}-l{lam}-s{seed}"
     (path / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, path / ".hydra" / "config.yaml")
-    metrics = {"status": "ok", "dataset": dataset, "model": cfg.model.name_or_path, "strategy": strategy,
+    described = instantiate(OmegaConf.to_container(cfg.strategy, resolve=True)).describe()
+    metrics = {"status": "ok", "dataset": dataset, "model": cfg.model.name_or_path, "strategy": described.to_dict(),
                "seed": seed, "test": {f"{t}/acc": a for t, a in accs.items()}}
-    if strategy in ("sda", "sdv"):
-        metrics.update(teacher_size=k, distill_weight=lam, teacher_dropout=True)
     (path / "metrics.json").write_text(json.dumps(metrics))
     return path
 
@@ -284,62 +284,3 @@ def test_epoch_test_evaluation_logs_the_test_error_and_leaves_training_alone(tmp
     plain, _, _ = _fit(tmp_path / "b", [])
     for a, b in zip(module.model.parameters(), plain.model.parameters(), strict=True):
         assert torch.equal(a, b)  # the extra test passes change nothing in training
-
-
-def test_runs_written_before_the_layout_change_still_read(tiny_sweep, tmp_path):
-    """A run directory whose config names the old module paths (sdbert.models, sdbert.tracking,
-    BaseStrategy) resolves and groups with the same setup written today."""
-    from sdbert.analysis.rundirs import load_run
-
-    new = next(p for p in sorted(tiny_sweep.iterdir()) if (p / "metrics.json").is_file())
-    old = tmp_path / "old"
-    shutil.copytree(new, old, ignore=shutil.ignore_patterns("checkpoints"))
-    text = (old / ".hydra" / "config.yaml").read_text()
-    text = text.replace("sdbert.classifier.build_classifier", "sdbert.models.build_classifier")
-    text = text.replace("sdbert.strategies.Vanilla", "sdbert.strategies.BaseStrategy")
-    text = text.replace("sdbert.callbacks.Throughput", "sdbert.tracking.Throughput")
-    assert "sdbert.models.build_classifier" in text
-    (old / ".hydra" / "config.yaml").write_text(text)
-    saved = OmegaConf.load(old / ".hydra" / "config.yaml")  # and without the keys added since
-    for parent, key in [("dataset", "group_by_length"), ("trainer", "strategy"), ("trainer", "num_nodes"),
-                        ("trainer", "use_distributed_sampler")]:
-        del saved[parent][key]
-    saved.model.pooling = "pooler"  # a key removed since: its only value then is what runs compute now
-    OmegaConf.save(saved, old / ".hydra" / "config.yaml")
-    a, b = load_run(new), load_run(old)
-    assert b.method == a.method and b.group_key == a.group_key
-    saved.dataset.group_by_length = True  # a key that does change what a run computes still separates them
-    OmegaConf.save(saved, old / ".hydra" / "config.yaml")
-    assert load_run(old).group_key != a.group_key
-
-
-def test_sda_runs_written_before_the_distillation_options_group_with_their_default(tiny_sweep, tmp_path):
-    """An SDA run without ``strategy.distill_target`` / ``distill_warmup`` (config and metrics.json) is the
-    default setup; a run that sets one of them is another row, labelled by what it changes."""
-    from sdbert.analysis.report.collect import collect
-    from sdbert.analysis.rundirs import load_run, method_label
-
-    new = next(p for p in sorted(tiny_sweep.iterdir())
-               if (p / "metrics.json").is_file() and load_run(p).strategy == "sda")
-    old, kl = tmp_path / "old", tmp_path / "kl"
-    for copy in (old, kl):
-        shutil.copytree(new, copy, ignore=shutil.ignore_patterns("checkpoints"))
-    saved = OmegaConf.load(old / ".hydra" / "config.yaml")
-    del saved.strategy["distill_target"], saved.strategy["distill_warmup"]
-    OmegaConf.save(saved, old / ".hydra" / "config.yaml")
-    metrics = json.loads((old / "metrics.json").read_text())
-    del metrics["distill_target"], metrics["distill_warmup"]
-    (old / "metrics.json").write_text(json.dumps(metrics))
-    a, b = load_run(new), load_run(old)
-    assert b.group_key == a.group_key
-    changed = OmegaConf.load(kl / ".hydra" / "config.yaml")
-    changed.strategy.distill_target, changed.strategy.distill_warmup = "probabilities", 0.3
-    OmegaConf.save(changed, kl / ".hydra" / "config.yaml")
-    metrics = json.loads((kl / "metrics.json").read_text())
-    metrics.update(distill_target="probabilities", distill_warmup=0.3)
-    (kl / "metrics.json").write_text(json.dumps(metrics))
-    c = load_run(kl)
-    assert c.group_key != a.group_key
-    assert method_label(c.method) == "SDA (K=all, KL of probabilities, λ warm-up 30%)"
-    labels = sorted(row.label for row in collect([old, kl]).rows)
-    assert labels == ["SDA", "SDA (KL of probabilities, λ warm-up 30%)"]  # K=all: Table 2's K for BBC, folded

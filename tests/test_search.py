@@ -50,8 +50,9 @@ def test_cpu_search_runs_trials_and_lists_them(tmp_path):
     assert len(jobs) == 3
     summaries = [json.loads((job / "metrics.json").read_text()) for job in jobs]
     for s in summaries:
-        assert s["status"] == "ok" and s["strategy"] in ("sda", "sdv")
-        assert 0.0 <= s["distill_weight"] <= 2.0 and s["teacher_size"] in (1, 2, 3, 4, 5, "all")
+        assert s["status"] == "ok" and s["strategy"]["name"] in ("sda", "sdv")
+        keys = s["strategy"]["keys"]
+        assert 0.0 <= keys["distill_weight"] <= 2.0 and keys["teacher_size"] in (1, 2, 3, 4, 5, "all")
     # what train.py returned to the sweeper is the validation objective, not the test accuracy
     assert result["best_value"] == pytest.approx(max(s["best_val_acc"] for s in summaries))
     with (sweep / "trials.csv").open() as fh:
@@ -59,7 +60,7 @@ def test_cpu_search_runs_trials_and_lists_them(tmp_path):
     assert [row["trial"] for row in table] == ["0", "1", "2"]
     for row, s in zip(table, summaries, strict=True):
         assert float(row["val/acc_best"]) == pytest.approx(s["best_val_acc"], abs=0.01)
-        assert float(row["distill_weight"]) == pytest.approx(s["distill_weight"])
+        assert float(row["distill_weight"]) == pytest.approx(s["strategy"]["keys"]["distill_weight"])
     assert sum(row["best"] == "*" for row in table) == 1
     assert "| trial |" in (sweep / "trials.md").read_text()
 

@@ -21,6 +21,7 @@ from sdbert.analysis.significance import (
     paired_test,
 )
 from sdbert.analysis.sweeps import find_runs
+from sdbert.rundir import RunDir, RunSummary
 
 N = 10_000
 
@@ -131,8 +132,8 @@ def test_mcnemar_is_exact_for_few_discordant_examples():
 
 
 def _run(seed: int, data_seed: int = 42) -> Run:
-    return Run(path=f"/runs/{seed}-{data_seed}", status="ok", config=OmegaConf.create({"seed": seed,
-                                                                                     "data_seed": data_seed}))
+    config = OmegaConf.create({"seed": seed, "data_seed": data_seed})
+    return Run(RunDir(f"/runs/{seed}-{data_seed}", config=config, summary=RunSummary("ok")))
 
 
 def test_runs_are_paired_by_seed_else_by_sorted_order():

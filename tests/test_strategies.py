@@ -12,6 +12,8 @@ from sdbert.averaging import CumulativeMean, ParameterRing, WindowMean
 from sdbert.errors import ConfigError
 from sdbert.strategies import (
     REPORTED,
+    Description,
+    ExponentialMovingAverage,
     SelfDistillationAveraged,
     SelfDistillationVoted,
     SelfEnsemble,
@@ -160,7 +162,8 @@ def test_distill_warmup_schedule(warmup, expected):
     got = [strategy.weight_at(t, total_steps=5) for t in (0, 1, 2, 3, 4)]
     assert got == pytest.approx([0.5 * e for e in expected])
     # the departures are part of what describes the run (labels, W&B, metrics.json)
-    assert strategy.describe()["distill_warmup"] == warmup and strategy.describe()["distill_target"] == "logits"
+    assert strategy.describe().keys["distill_warmup"] == warmup
+    assert strategy.describe().keys["distill_target"] == "logits"
 
 
 def test_base_has_no_teacher():
@@ -171,9 +174,10 @@ def test_base_has_no_teacher():
 
 
 @pytest.mark.parametrize("strategy_cls,k", [(SelfDistillationAveraged, 3), (SelfDistillationAveraged, "all"),
-                                            (SelfDistillationVoted, 2), (SelfEnsemble, None)])
+                                            (SelfDistillationVoted, 2), (SelfEnsemble, None),
+                                            (ExponentialMovingAverage, None)])
 def test_state_dict_round_trip(strategy_cls, k):
-    kwargs = {} if strategy_cls is SelfEnsemble else {"teacher_size": k, "teacher_dropout": False}
+    kwargs = {"teacher_size": k, "teacher_dropout": False} if k is not None else {}
     a = strategy_cls(**kwargs)
     for _, _, _, model in _run(a, steps=5):
         pass
@@ -232,3 +236,77 @@ def test_window_mean_stays_exact_over_long_runs():
     assert all(torch.equal(a[1], b[1]) for a, b in zip(ring.snapshots(), pushed[-4:], strict=True))
     for got, want in zip(cum.mean, _mean(pushed), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- EMA
+@pytest.mark.parametrize("decay", [0.0, 0.5, 0.9])
+def test_ema_teacher_is_the_moving_average_of_previous_steps(decay):
+    strategy = ExponentialMovingAverage(decay=decay, teacher_dropout=False)
+    checked = 0
+    for t, history, x, model in _run(strategy):
+        if t == 0:
+            assert strategy.teacher_logits(model, {"x": x}) is None, "no distillation term at t = 0"
+            continue
+        expected = history[0]  # θ̄ = θ_0, then θ̄ ← decay·θ̄ + (1 − decay)·θ_s for s = 1 … t−1 (never θ_t)
+        for snapshot in history[1:t]:
+            expected = [decay * e + (1 - decay) * s for e, s in zip(expected, snapshot, strict=True)]
+        for got, want in zip(strategy.teacher_parameters(), expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        teacher_model = copy.deepcopy(model)
+        with torch.no_grad():
+            for p, v in zip(teacher_model.parameters(), expected, strict=True):
+                p.copy_(v)
+            torch.testing.assert_close(strategy.teacher_logits(model, {"x": x}), teacher_model(x=x))
+        checked += 1
+    assert checked == 8
+
+
+def test_ema_with_decay_zero_is_sda_with_k1():
+    ema, sda = ExponentialMovingAverage(decay=0.0, teacher_dropout=False), SelfDistillationAveraged(
+        teacher_size=1, teacher_dropout=False)
+    for (_, _, x, m1), (_, _, _, m2) in zip(_run(ema), _run(sda), strict=True):
+        for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1, "high"])
+def test_ema_refuses_a_bad_decay_in_one_line(decay):
+    with pytest.raises(ConfigError, match=r"strategy.decay must be a number in \[0, 1\)") as info:
+        ExponentialMovingAverage(decay=decay)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ describe()
+def test_describe_reports_every_constructor_argument_that_defines_the_method():
+    sdv = SelfDistillationVoted(teacher_size=5, distill_weight=0.5, batched_teachers=True).describe()
+    assert sdv.keys == {"teacher_size": 5, "distill_weight": 0.5, "teacher_dropout": True, "distill_target": "logits",
+                        "distill_warmup": 0.0}  # batched_teachers changes how it runs, not what: not a key
+    assert sdv.label == "SDV (K=5, λ=0.5)" and sdv.models == (REPORTED, "teacher") and sdv.exportable == (REPORTED,)
+    sda = SelfDistillationAveraged(teacher_size="all", teacher_dropout=False, distill_target="probabilities")
+    assert sda.describe().label == "SDA (K=all, eval-mode teacher, KL of probabilities)"
+    assert sda.describe().teacher_size == "all"
+    se, base = SelfEnsemble().describe(), Vanilla().describe()
+    assert (se.label, se.averaged, se.keys) == ("SE", True, {}) and (base.name, base.label) == ("base", "BASE")
+    ema = ExponentialMovingAverage(decay=0.9).describe()
+    assert ema.label == "EMA (decay=0.9)" and ema.teacher_size is None and ema.exportable == (REPORTED, "teacher")
+
+
+def test_a_description_survives_metrics_json():
+    import json
+
+    for strategy in (Vanilla(), SelfEnsemble(), SelfDistillationAveraged(teacher_size="all", distill_weight=0.3),
+                     SelfDistillationVoted(teacher_size=2), ExponentialMovingAverage(decay=0.5)):
+        described = strategy.describe()
+        back = Description.from_dict(json.loads(json.dumps(described.to_dict(), sort_keys=True)))
+        assert back == described and back.label == described.label and back.method_key == described.method_key
+
+
+def test_a_strategy_that_hides_an_argument_is_told_how_to_fix_it():
+    class Hidden(Vanilla):
+        def __init__(self, scale: float = 1.0) -> None:
+            super().__init__()
+            self._scale = scale
+
+    with pytest.raises(TypeError, match=r"keep the constructor argument 'scale' as self\.scale"):
+        Hidden().describe()
+    assert Hidden.name == "hidden"  # a subclass without a name gets its class name

@@ -19,7 +19,7 @@ def test_tiny_model_trains_and_tests(make_cfg, strategy):
     cfg = make_cfg(f"strategy={strategy}", "teacher_size=2", "test_extras=true")
     summary = train(cfg)
     out = cfg.paths.output_dir
-    assert summary["status"] == "ok" and summary["strategy"] == strategy
+    assert summary["status"] == "ok" and summary["strategy"]["name"] == strategy
     preds = torch.load(f"{out}/predictions/test.pt")
     recomputed = 100.0 * (preds["probs"].argmax(-1) == preds["labels"]).double().mean().item()
     assert summary["test"]["test/acc"] == pytest.approx(recomputed, abs=1e-3)  # the metric is the saved predictions'

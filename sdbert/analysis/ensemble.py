@@ -26,13 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdbert.analysis.rundirs import Run, RunDirError, method_label
+from sdbert.analysis.rundirs import Run, RunDirError
 from sdbert.analysis.sweeps import describe_difference, find_runs, group_runs, latest_per_seed
 from sdbert.io import save_torch, write_json
 from sdbert.paths import ENSEMBLE_FILE
-
-#: Strategies whose checkpointed ``model`` parameters are the reported model (SE reports its own average).
-AVERAGEABLE = ("base", "sda", "sdv")
+from sdbert.strategies import Description, Vanilla
 
 
 class EnsembleError(RunDirError):
@@ -117,9 +115,9 @@ def average_parameters(runs: Sequence[Run], checkpoint: str = "tested") -> tuple
 
     check_members(runs)
     for run in runs:
-        if run.strategy not in AVERAGEABLE:
+        if run.method.averaged:  # the checkpoint's model weights are the student's, not what it reported
             raise EnsembleError(
-                f"AVG needs the reported model's parameters, but a {run.strategy.upper()} run reports its own "
+                f"AVG needs the reported model's parameters, but a {run.method.title} run reports its own "
                 f"running average, which its checkpoint's model weights are not ({run.path}); use --no-avg"
             )
     paths = [run.checkpoint(checkpoint) for run in runs]
@@ -243,7 +241,7 @@ def build_ensembles(
         "k": len(runs),
         "dataset": first.dataset,
         "model": first.model,
-        **first.method,
+        "strategy": first.method.to_dict(),
         "group": first.group_key,
         "members": [
             {"path": str(run.path), "seed": run.seed, "data_seed": run.data_seed,
@@ -270,7 +268,7 @@ def _line(summary: dict[str, Any], out: Path) -> str:
         members = " / ".join(f"{a:.2f}" for a in t["members/acc"] if a is not None)
         avg = f" · AVG {t['avg/acc']:.2f}%" if "avg/acc" in t else ""
         parts.append(f"{test_name}: members {members}% · VOTE {t['vote/acc']:.2f}%{avg}")
-    label = method_label({k: summary[k] for k in ("strategy", "teacher_size", "distill_weight") if k in summary})
+    label = Description.from_dict(summary["strategy"]).label
     return (f"sdbert-ensemble: {summary['dataset']} · {label} · K={summary['k']} (seeds {seeds}) · "
             f"{' · '.join(parts)} → {out / ENSEMBLE_FILE}")
 
@@ -284,7 +282,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="a sweep directory (train.py -m ...) or run directories")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: <common parent of the runs>/ensemble)")
-    p.add_argument("--strategy", default="base", help="combine the runs of this strategy (default: base, as the paper)")
+    p.add_argument("--strategy", default=Vanilla.name,
+                   help=f"combine the runs of this strategy (default: {Vanilla.name}, as the paper)")
     p.add_argument("--checkpoint", choices=("tested", "best", "last"), default="tested",
                    help="which weights AVG averages (default: the ones each run was tested with)")
     p.add_argument("--no-avg", action="store_true", help="VOTE only: no checkpoints are read, no model is run")

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sdbert.analysis.rundirs import Run, RunDirError, load_run, method_label
+from sdbert.analysis.rundirs import Run, RunDirError, load_run
 from sdbert.paths import CONFIG_FILE, ENSEMBLE_FILE, SWEEP_FILE
 
 
@@ -139,7 +139,7 @@ def describe_difference(a: Run, b: Run) -> str:
         ("model", lambda r: r.identity.get("model.name_or_path")),
         ("dataset", lambda r: r.dataset),
         ("label set (dataset.label_names)", lambda r: r.label_names),
-        ("method", lambda r: method_label(r.method)),
+        ("method", lambda r: r.method.label),
     ]
     for what, get in checks:
         if get(a) != get(b):

@@ -8,6 +8,7 @@ optimizer step: ``before_optimizer_step`` sees θ_t (after backward, before the 
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdbert.errors import ConfigError
+from sdbert.strategies.description import Description, plain_value
 
 Inputs = Mapping[str, Tensor]
 
@@ -72,11 +74,26 @@ class TeacherStrategy:
     """The interface. Its defaults are those of BASE: no teacher, the student is what is evaluated.
 
     Subclasses override the hooks they need. ``state_dict`` must hold everything needed to resume.
+    What defines a strategy is its constructor: every argument is kept as the attribute of the same name
+    and :meth:`describe` reports it (``execution_keys`` name the arguments that only change how it runs).
     """
 
+    #: short, stable id (folder tags, W&B names, ``metrics.json``); a subclass that sets none gets its
+    #: class name in lower case
     name: ClassVar[str] = "base"
     #: names of the models ``eval_logits`` returns; ``REPORTED`` first.
     eval_names: ClassVar[tuple[str, ...]] = (REPORTED,)
+    #: the models of ``eval_names`` that are one set of weights (``eval_model`` returns them)
+    exportable: ClassVar[tuple[str, ...] | None] = None
+    #: whether the reported model's weights are a parameter average of the trained ones
+    reports_average: ClassVar[bool] = False
+    #: constructor arguments that change how the strategy runs, not what it computes
+    execution_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__.lower()
 
     def __init__(self, distill_weight: float = 0.0, teacher_dropout: bool = True) -> None:
         self.distill_weight = parse_distill_weight(distill_weight)
@@ -156,13 +173,64 @@ class TeacherStrategy:
     def _load(self, state: dict[str, Any]) -> None:
         """Copy ``state`` into allocated tensors."""
 
-    def describe(self) -> dict[str, Any]:
-        """What identifies this strategy in logs and summaries."""
-        return {"strategy": self.name}
+    # -- identity ---------------------------------------------------------------------------------
+    @classmethod
+    def defining_arguments(cls) -> dict[str, inspect.Parameter]:
+        """The constructor's arguments that define the method (``execution_keys`` left out), in order.
+
+        A constructor that passes ``**options`` on to its base class's has the base class's arguments too.
+        """
+        found: dict[str, inspect.Parameter] = {}
+        for klass in cls.__mro__:
+            if "__init__" not in klass.__dict__ or klass is object:
+                continue
+            params = inspect.signature(klass.__init__).parameters.values()  # type: ignore[misc]
+            for p in params:
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    found.setdefault(p.name, p)
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                break
+        return {k: p for k, p in found.items() if k not in cls.execution_keys}
+
+    def key_value(self, key: str) -> Any:
+        """The value of defining argument ``key`` as this strategy holds it (the attribute of that name)."""
+        if not hasattr(self, key):
+            raise TypeError(
+                f"{type(self).__name__}: keep the constructor argument '{key}' as self.{key} (describe() reports "
+                f"it), or list it in execution_keys if it does not change what is trained"
+            )
+        return getattr(self, key)
+
+    def qualifier(self, key: str, value: Any) -> str:
+        """How the label shows a key that differs from its default (``key=value``)."""
+        return f"{key}={value}"
+
+    def describe(self) -> Description:
+        """What defines this method: name, every defining key with its value, K, the models it evaluates.
+
+        Derived from the constructor (:meth:`defining_arguments`), so a new strategy needs no code here.
+        """
+        arguments = type(self).defining_arguments()
+        keys = {k: plain_value(self.key_value(k)) for k in arguments}
+        defaults = {k: plain_value(p.default) for k, p in arguments.items() if p.default is not inspect.Parameter.empty}
+        probe = Description(self.name, self.name.upper(), keys, defaults)
+        exportable = self.exportable if self.exportable is not None else self.eval_names
+        return Description(
+            name=self.name,
+            title=self.name.upper(),
+            keys=keys,
+            defaults=defaults,
+            qualifiers=tuple(self.qualifier(k, keys[k]) for k in probe.changed),
+            models=tuple(self.eval_names),
+            exportable=tuple(exportable),
+            averaged=self.reports_average,
+        )
 
 
 class Vanilla(TeacherStrategy):
     """BASE: vanilla fine-tuning with cross-entropy (the top-level ``teacher_size`` and λ are unused)."""
+
+    name: ClassVar[str] = "base"
 
     def __init__(self) -> None:
         super().__init__(distill_weight=0.0)

@@ -103,15 +103,22 @@ class _SelfDistillation(TeacherStrategy):
         """False at t = 0 (no previous step recorded yet)."""
         raise NotImplementedError
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "strategy": self.name,
-            "teacher_size": "all" if self.teacher_size is None else self.teacher_size,
-            "distill_weight": self.distill_weight,
-            "teacher_dropout": self.teacher_dropout,
-            "distill_target": self.distill_target,
-            "distill_warmup": self.distill_warmup,
-        }
+    def key_value(self, key: str) -> Any:
+        if key == "teacher_size" and self.teacher_size is None:
+            return "all"
+        return super().key_value(key)
+
+    def qualifier(self, key: str, value: Any) -> str:
+        """The paper's words: ``λ=0.5``, ``eval-mode teacher``, ``KL of probabilities``, ``λ warm-up 10%``."""
+        if key == "distill_weight":
+            return f"λ={float(value):g}"
+        if key == "teacher_dropout":
+            return "teacher with dropout" if value else "eval-mode teacher"
+        if key == "distill_target":
+            return f"KL of {value}" if value == "probabilities" else f"MSE of {value}"
+        if key == "distill_warmup":
+            return f"λ warm-up {float(value):.0%}"
+        return super().qualifier(key, value)
 
 
 class SelfDistillationAveraged(_SelfDistillation):
@@ -236,6 +243,9 @@ class SelfDistillationVoted(_SelfDistillation):
     """
 
     name: ClassVar[str] = "sdv"
+    #: the voted teacher is K snapshots' logits, not one set of weights
+    exportable: ClassVar[tuple[str, ...] | None] = (REPORTED,)
+    execution_keys: ClassVar[tuple[str, ...]] = ("batched_teachers",)
 
     def __init__(self, teacher_size: Any = 1, batched_teachers: Any = "auto", **options: Any) -> None:
         """``options``: those of every self-distillation strategy (``distill_weight``, ``teacher_dropout``,

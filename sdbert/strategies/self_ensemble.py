@@ -19,6 +19,7 @@ class SelfEnsemble(TeacherStrategy):
 
     name: ClassVar[str] = "se"
     eval_names: ClassVar[tuple[str, ...]] = (REPORTED, "student")
+    reports_average: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__(distill_weight=0.0)

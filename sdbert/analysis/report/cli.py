@@ -23,21 +23,20 @@ from sdbert.provenance import describe_environment, environment
 
 def runs_csv(runs: Sequence[Run]) -> str:
     """One CSV line per run: directory, status, setup, seeds, test metrics, error."""
-    fields = ["path", "status", "dataset", "model", "strategy", "teacher_size", "distill_weight", "seed",
-              "data_seed", "test", "error"]
+    fields = ["path", "status", "dataset", "model", "strategy", "method", "keys", "seed", "data_seed", "test",
+              "error"]
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=fields)
     writer.writeheader()
     for run in runs:
         try:
-            method, dataset, model = run.method, run.dataset, run.model
-            seed, data_seed = run.seed, run.data_seed
+            name, label, keys = run.method.name, run.method.label, json.dumps(dict(run.method.keys), sort_keys=True)
+            dataset, model, seed, data_seed = run.dataset, run.model, run.seed, run.data_seed
         except RunDirError:
-            method, dataset, model, seed, data_seed = {}, "?", "?", "?", "?"
+            name, label, keys, dataset, model, seed, data_seed = "", "", "", "?", "?", "?", "?"
         writer.writerow({
             "path": str(run.path), "status": run.status, "dataset": dataset, "model": model,
-            "strategy": method.get("strategy", ""), "teacher_size": method.get("teacher_size", ""),
-            "distill_weight": method.get("distill_weight", ""), "seed": seed, "data_seed": data_seed,
+            "strategy": name, "method": label, "keys": keys, "seed": seed, "data_seed": data_seed,
             "test": json.dumps(run.metrics.get("test", {}), sort_keys=True), "error": run.error or "",
         })
     return text.getvalue()
@@ -50,7 +49,7 @@ def run_status_lines(results: Results) -> list[str]:
     for run in results.runs:
         if run.status == "failed":
             lines.append(f"FAILED  {run.path}: {run.error}")
-        elif run.status == "incomplete":
+        elif run.status in ("running", "interrupted"):
             lines.append(f"UNFINISHED  {run.path}: {run.error}")
     for sweep, num, job in found.missing_jobs():
         lines.append(f"MISSING  {sweep.path} job #{num} ({sweep.describe_job(job)}): no run directory; the sweep "
@@ -91,7 +90,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     n_ok = sum(r.ok for r in results.runs)
     n_failed = sum(r.status == "failed" for r in results.runs)
-    n_unfinished = sum(r.status == "incomplete" for r in results.runs)
+    n_unfinished = sum(r.status in ("running", "interrupted") for r in results.runs)
     missing = results.found.missing_jobs()
     md = ["# sdbert report", "", f"Sources: {', '.join(f'`{p}`' for p in paths)}", ""]
     md += ["## Runs", "",

@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sdbert import paper
 from sdbert.analysis.ensemble import vote
-from sdbert.analysis.rundirs import METHOD_DEFAULTS, METHOD_KEYS, Run, RunDirError, method_label
+from sdbert.analysis.rundirs import Run, RunDirError
 from sdbert.analysis.significance import PairedTest, compare_runs
 from sdbert.analysis.sweeps import Collection, find_runs, group_runs, latest_per_seed
+from sdbert.strategies import TABLE_ORDER, Description, Vanilla
 
 #: The paper's column names and order.
 DISPLAY = {
@@ -35,10 +36,25 @@ DISPLAY = {
 PAPER_ORDER = [*paper.CLASSIFICATION_SETS, *paper.NLI_SETS]
 #: ``teacher_size`` of a row whose runs each use Table 2's best K for their dataset (as in Table 3)
 DEFAULT_K = "table2"
-#: Row order of the paper's tables.
-STRATEGY_ORDER = {"base": 0, "vote": 1, "avg": 2, "se": 3, "sdv": 4, "sda": 5}
+#: The reference every method is compared with (BASE: fine-tuning without a teacher).
+REFERENCE = Vanilla.name
 #: Rows that are ensembles of the BASE seeds rather than trained runs.
 ENSEMBLES = ("vote", "avg")
+
+
+def method_order(name: str) -> int:
+    """Row order of the paper's tables: BASE, VOTE, AVG, then the strategies (``TABLE_ORDER``, then others)."""
+    if name == REFERENCE:
+        return 0
+    if name in ENSEMBLES:
+        return 1 + ENSEMBLES.index(name)
+    rest = [n for n in TABLE_ORDER if n != REFERENCE]
+    return 1 + len(ENSEMBLES) + (rest.index(name) if name in rest else len(rest))
+
+
+def ensemble_method(kind: str) -> Description:
+    """The "method" of a VOTE / AVG row."""
+    return Description(name=kind, title=kind.upper())
 
 
 def error_from_accuracy(accuracy: float) -> float:
@@ -88,7 +104,7 @@ class Cell:
     unfinished: int = 0
     note: str = ""
     #: the runs' own method (their K where the row says "Table 2's K")
-    method: dict[str, Any] = field(default_factory=dict)
+    method: Description | None = None
 
     @property
     def mean(self) -> float | None:
@@ -103,7 +119,7 @@ class Cell:
 class Row:
     """One method (and context, and model) across the test sets."""
 
-    method: dict[str, Any]
+    method: Description
     context: tuple[tuple[str, Any], ...]
     model: str
     cells: dict[str, Cell] = field(default_factory=dict)
@@ -113,7 +129,7 @@ class Row:
 
     @property
     def strategy(self) -> str:
-        return str(self.method["strategy"])
+        return self.method.name
 
     @property
     def is_ensemble(self) -> bool:
@@ -123,23 +139,19 @@ class Row:
     def label(self) -> str:
         if self.is_ensemble:
             ks = "/".join(str(k) for k in sorted(self.ks))
-            text = f"{self.strategy.upper()} (K={ks})" if ks else self.strategy.upper()
+            text = f"{self.method.title} (K={ks})" if ks else self.method.title
         else:
-            text = method_label(self.method)
-        if self.method.get("teacher_size") == DEFAULT_K:
-            text = text.replace("K=table2, ", "").replace(" (K=table2)", "")
+            k = self.method.teacher_size
+            text = self.method.label_with(None if k == DEFAULT_K else k)
         if self.context:
             text += " · " + ", ".join(f"{k}={v}" for k, v in self.context)
         return text
 
     @property
     def sort_key(self) -> tuple[Any, ...]:
-        k = self.method.get("teacher_size", 0)
+        k = self.method.teacher_size
         k_key = (-1, 0) if k == DEFAULT_K else (1, 0) if k == "all" else (0, int(k or 0))
-        lam = float(self.method.get("distill_weight", 1.0))
-        return (self.context_key, STRATEGY_ORDER.get(self.strategy, 9), self.strategy, k_key, (lam != 1.0, lam),
-                self.method.get("teacher_dropout") is False, str(self.method.get("distill_target", "")),
-                float(self.method.get("distill_warmup", 0.0)))
+        return (self.context_key, method_order(self.strategy), self.strategy, k_key, self.method.sort_key())
 
     @property
     def context_key(self) -> str:
@@ -151,7 +163,7 @@ class Record:
     """One setup (the runs that differ only in seed) on one test set."""
 
     column: str
-    method: dict[str, Any]
+    method: Description
     context: tuple[tuple[str, Any], ...]
     model: str
     cell: Cell
@@ -170,16 +182,13 @@ class Results:
     problems: list[str]
 
 
-def _method_of(run: Run) -> dict[str, Any]:
-    """The run's method without the settings at their defaults (not part of the label or the row)."""
-    return {k: v for k, v in run.method.items() if k not in METHOD_DEFAULTS or v != METHOD_DEFAULTS[k]}
-
-
 def _context_keys(groups: Mapping[str, list[Run]]) -> list[str]:
     """Config keys (beyond the method and the model name) that tell rows apart: those that vary between the
     setups of one dataset, or, outside ``dataset.*``, anywhere."""
+    method_keys = {k for runs in groups.values() for k in runs[0].method_config_keys}
+
     def is_method(key: str) -> bool:
-        return any(key == k or key.startswith(k + ".") for k in METHOD_KEYS) or key == "model.name_or_path"
+        return any(key == k or key.startswith(k + ".") for k in method_keys) or key == "model.name_or_path"
 
     idents = [(runs[0].dataset, runs[0].identity) for runs in groups.values()]
     keys = sorted({k for _, ident in idents for k in ident if not is_method(k)})
@@ -202,12 +211,13 @@ def _is_nli(run: Run, column: str) -> bool:
     return column in paper.NLI_SETS or run.dataset in ("snli", "mnli") or run.is_pair_task
 
 
-def _row_method(method: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """A run's method as a row of Table 3: K is folded into "Table 2's best K" when it is the dataset's default."""
-    k = method.get("teacher_size")
-    if k is not None and k == paper.default_teacher_size(dataset, str(method["strategy"])):
-        return {**method, "teacher_size": DEFAULT_K}
-    return dict(method)
+def _row_method(method: Description, dataset: str) -> Description:
+    """A run's method as a row of Table 3: the K of a method of the paper's Table 2 is folded into "Table 2's
+    best K" when it is the dataset's default."""
+    k = method.teacher_size
+    if k is not None and method.name in paper.TABLE2 and k == paper.default_teacher_size(dataset, method.name):
+        return replace(method, keys={**method.keys, "teacher_size": DEFAULT_K})
+    return method
 
 
 def collect(paths: Sequence[str | Path]) -> Results:
@@ -222,10 +232,10 @@ def collect(paths: Sequence[str | Path]) -> Results:
     problems: list[str] = []
     for members in groups.values():
         first = members[0]
-        method = _method_of(first)
+        method = first.method
         row_method = _row_method(method, first.dataset)
         context = tuple((k, first.identity.get(k)) for k in context_keys)
-        key = (json.dumps(row_method, sort_keys=True, default=str), json.dumps(context, default=str), first.model)
+        key = (row_method.method_key, json.dumps(context, default=str), first.model)
         row = rows.setdefault(key, Row(method=row_method, context=context, model=first.model))
         for test_name in first.test_names:
             col = column_name(first.dataset, test_name)
@@ -235,7 +245,7 @@ def collect(paths: Sequence[str | Path]) -> Results:
                 acc = run.test_acc(test_name) if run.ok else None
                 if acc is not None:
                     cell.errors.append(error_from_accuracy(acc))
-                elif run.status == "incomplete":
+                elif run.status in ("running", "interrupted"):
                     cell.unfinished += 1
                 else:
                     cell.failed += 1  # failed, or finished without this test set's accuracy
@@ -250,7 +260,7 @@ def collect(paths: Sequence[str | Path]) -> Results:
             records.append(Record(col, method, context, first.model, cell))
     ensembles = _load_ensembles(found, problems)
     for row in list(rows.values()):
-        if row.strategy != "base":
+        if row.strategy != REFERENCE:
             continue
         for kind in ENSEMBLES:
             _add_ensemble_row(kind, row, rows, columns, ensembles, problems)
@@ -282,12 +292,12 @@ def _add_ensemble_row(
     problems: list[str],
 ) -> None:
     """VOTE / AVG cells from the BASE row's seeds: ``ensemble.json`` if written, else VOTE from predictions."""
-    key = (json.dumps({"strategy": kind}), json.dumps(base.context, default=str), base.model)
+    key = (ensemble_method(kind).method_key, json.dumps(base.context, default=str), base.model)
     for col, members in base.runs.items():
         ok = [r for r in members if r.ok]
         if len(ok) < 2:
             continue
-        row = rows.setdefault(key, Row(method={"strategy": kind}, context=base.context, model=base.model))
+        row = rows.setdefault(key, Row(method=ensemble_method(kind), context=base.context, model=base.model))
         test_name = columns[col].test_name
         saved = ensembles.get(ok[0].group_key)
         acc: float | None = None
@@ -324,7 +334,7 @@ class Comparison:
 def compare_with_base(results: Results) -> list[Comparison]:
     """Every trained row (not BASE, not an ensemble) against its BASE row, paired on each test set's
     examples from the runs' saved predictions (:mod:`sdbert.analysis.significance`)."""
-    bases = {(r.model, r.context_key): r for r in results.rows if r.strategy == "base"}
+    bases = {(r.model, r.context_key): r for r in results.rows if r.strategy == REFERENCE}
     out = []
     for row in results.rows:
         base = bases.get((row.model, row.context_key))

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdbert.analysis.report.collect import DISPLAY, Cell, Column, Row
+from sdbert.analysis.report.collect import DEFAULT_K, DISPLAY, REFERENCE, Cell, Column, Row
 from sdbert.analysis.rundirs import Run
 from sdbert.io import write_with
 
@@ -45,21 +45,21 @@ def figure_lambda(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> 
         lines: dict[tuple[str, Any, str], list[tuple[float, Cell]]] = {}
         for row in rows:
             cell = row.cells.get(col.name)
-            if row.strategy in ("sda", "sdv") and cell is not None and cell.errors:
-                key = (row.strategy, row.method.get("teacher_size"), row.context_key)
-                lines.setdefault(key, []).append((float(row.method.get("distill_weight", 1.0)), cell))
+            if "distill_weight" in row.method.keys and cell is not None and cell.errors:
+                key = (row.method.title, row.method.teacher_size, row.context_key)
+                lines.setdefault(key, []).append((float(row.method.keys["distill_weight"]), cell))
         lines = {k: sorted(v, key=lambda p: p[0]) for k, v in lines.items() if len({x for x, _ in v}) > 1}
         if not lines:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        for (strategy, k, context), points in lines.items():
+        for (title, k, context), points in lines.items():
             xs = [x for x, _ in points]
             ys = [c.mean for _, c in points]
             es = [c.std or 0.0 for _, c in points]
-            label = Row(method={"strategy": strategy, "teacher_size": k}, context=(), model="").label
+            label = title if k is None or k == DEFAULT_K else f"{title} (K={k})"
             label += "" if context == "[]" else f" {context}"
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
-        base = [r for r in rows if r.strategy == "base" and col.name in r.cells and r.cells[col.name].errors]
+        base = [r for r in rows if r.strategy == REFERENCE and col.name in r.cells and r.cells[col.name].errors]
         for row in base[:1]:
             c = row.cells[col.name]
             ax.axhline(c.mean, color="grey", ls="--", label="BASE")

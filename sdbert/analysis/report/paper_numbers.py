@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from typing import Any
 
 from sdbert import paper
 from sdbert.analysis.report.collect import error_from_accuracy
+from sdbert.strategies import Description
 
 
 def _as_error(column: str, value: float) -> float:
@@ -24,12 +24,12 @@ def paper_errors(method: str, table: Mapping[str, Mapping[str, float]] = paper.T
     return {c: _as_error(c, v) for c, v in table[method].items()}
 
 
-def _published(method: Mapping[str, Any], column: str, dataset: str, model: str) -> float | None:
+def _published(method: Description, column: str, dataset: str, model: str) -> float | None:
     """The paper's number for this row and column in the paper's own metric (error or accuracy), if any."""
-    strategy = str(method.get("strategy"))
-    if "distill_weight" in method and float(method["distill_weight"]) != 1.0:
+    strategy = method.name
+    if "distill_weight" in method.keys and float(method.keys["distill_weight"]) != 1.0:
         return None  # only Figure 3 varies λ, and it has no table
-    k = method.get("teacher_size")
+    k = method.teacher_size
     if "large" in model.lower():
         key = {"base": "base"}.get(strategy)
         if strategy == "sda" and k in (1, "all"):
@@ -48,7 +48,7 @@ def _published(method: Mapping[str, Any], column: str, dataset: str, model: str)
     return None
 
 
-def paper_error(method: Mapping[str, Any], column: str, dataset: str, model: str) -> float | None:
+def paper_error(method: Description, column: str, dataset: str, model: str) -> float | None:
     """The paper's published test error % for this row (method, model) and column, if it has one."""
     value = _published(method, column, dataset, model)
     return None if value is None else _as_error(column, value)

@@ -11,7 +11,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from sdbert.analysis.report.collect import STRATEGY_ORDER, Column, Comparison, Record, Row
+from sdbert.analysis.report.collect import REFERENCE, Column, Comparison, Record, Row, method_order
 from sdbert.analysis.report.paper_numbers import paper_error, relative_error_change
 from sdbert.analysis.significance import ALPHA, N_RESAMPLES, POWER, PairedTest, mcnemar_text, p_text, spread
 
@@ -27,7 +27,7 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 def _paper_error_of(row: Row, col: Column) -> float | None:
     cell = row.cells.get(col.name)
-    method = cell.method if cell is not None and cell.method else row.method
+    method = cell.method if cell is not None and cell.method is not None else row.method
     return paper_error(method, col.name, col.dataset, row.model)
 
 
@@ -72,7 +72,7 @@ def _paper_errors_for(row: Row, cols: Sequence[Column]) -> dict[str, float] | No
 def _delta_text(row: Row, base: Row | None, cols: Sequence[Column]) -> str:
     if not cols:
         return ""
-    if row.strategy == "base":
+    if row.strategy == REFERENCE:
         return "-"
     if base is None:
         return "— (no BASE)"
@@ -105,7 +105,7 @@ def results_table(rows: Sequence[Row], columns: Sequence[Column]) -> str:
     if nli:
         header.append("Avg. Δ (NLI)")
     typical_n = typical_seeds(rows, columns)
-    bases = {r.context_key: r for r in rows if r.strategy == "base"}
+    bases = {r.context_key: r for r in rows if r.strategy == REFERENCE}
     body = []
     for row in rows:
         base = bases.get(row.context_key)
@@ -120,30 +120,30 @@ def results_table(rows: Sequence[Row], columns: Sequence[Column]) -> str:
 
 
 def teacher_size_table(records: Sequence[Record], columns: Sequence[Column]) -> str | None:
-    """Table 2 layout (rows SDV/SDA × K, their datasets as columns) where K varies on a dataset; else None."""
-    picked = [r for r in records if r.method.get("strategy") in ("sda", "sdv")
-              and float(r.method.get("distill_weight", 1.0)) == 1.0 and r.method.get("teacher_dropout") is not False]
+    """Table 2 layout (rows: a method with K × K, their datasets as columns) where K varies on a dataset;
+    else None. Methods with a key off its default (λ, the teacher's mode) are left out, as in the paper."""
+    picked = [r for r in records if r.method.teacher_size is not None and not r.method.changed]
     ks: dict[tuple[str, str, str], set[str]] = {}
     for r in picked:
-        ks.setdefault((str(r.method["strategy"]), r.column, json.dumps(r.context, default=str)), set()).add(
-            str(r.method.get("teacher_size")))
+        ks.setdefault((r.method.name, r.column, json.dumps(r.context, default=str)), set()).add(
+            str(r.method.teacher_size))
     varying = {(s, c) for (s, c, _), v in ks.items() if len(v) > 1}
     if not varying:
         return None
     strategies = {s for s, _ in varying}
     used = [c for c in columns if any(col == c.name for _, col in varying)]
-    table: dict[tuple[int, str, tuple[int, int], str], dict[str, Record]] = {}
+    table: dict[tuple[int, str, str, tuple[int, int], str], dict[str, Record]] = {}
     for r in picked:
-        strategy, k = str(r.method["strategy"]), r.method.get("teacher_size")
+        strategy, k = r.method.name, r.method.teacher_size
         if strategy not in strategies or r.column not in {c.name for c in used}:
             continue
         k_key = (1, 0) if k == "all" else (0, int(k))
         ctx = ", ".join(f"{a}={b}" for a, b in r.context)
-        table.setdefault((STRATEGY_ORDER[strategy], ctx, k_key, str(k)), {})[r.column] = r
+        table.setdefault((method_order(strategy), r.method.title, ctx, k_key, str(k)), {})[r.column] = r
     header = ["Model", "K", *(f"{c.title} ({c.metric} %)" for c in used)]
     body = []
-    for (order, ctx, _, k), cells in sorted(table.items()):
-        name = next(s for s, o in STRATEGY_ORDER.items() if o == order).upper() + (f" · {ctx}" if ctx else "")
+    for (_, title, ctx, _, k), cells in sorted(table.items()):
+        name = title + (f" · {ctx}" if ctx else "")
         texts = []
         for col in used:
             rec = cells.get(col.name)

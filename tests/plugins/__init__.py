@@ -1,0 +1,1 @@
+"""Strategies defined outside the ``sdbert`` package, as a researcher's own module would."""
