@@ -95,7 +95,7 @@ def test_help_teaches_keys_groups_and_examples():
     for key in ("strategy=base|se|sda|sdv", "teacher_size=K", "distill_weight=λ", "seed=N", "data_seed=N",
                 "experiment=NAME"):
         assert key in text
-    assert re.search(r"^strategy: base, sda, sdv, se$", text, re.M)  # the groups with their options
+    assert re.search(r"^strategy: base, ema, sda, sdv, se$", text, re.M)  # the groups with their options
     assert re.search(r"^hparams_search: .*sdbert_optuna_cpu", text, re.M)
     assert len(re.findall(r"^\s+python train.py", text, re.M)) == 3
     assert "flush_denormal" not in text and len(text.splitlines()) < 60  # not the config dump

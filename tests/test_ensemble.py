@@ -96,7 +96,7 @@ def test_avg_is_one_model_with_the_mean_parameters(tiny_sweep, ensemble_out):
     runs = _base_runs(tiny_sweep)
     states = [torch.load(r.checkpoint(), map_location="cpu", weights_only=False)["state_dict"] for r in runs]
     mean = {k[len("model."):]: (states[0][k] + states[1][k]) / 2 for k in states[0] if k.startswith("model.")}
-    assert not torch.allclose(mean["classifier.weight"], states[0]["model.classifier.weight"])
+    assert not torch.allclose(mean["hf.classifier.weight"], states[0]["model.hf.classifier.weight"])
 
     cfg = runs[0].config
     model = instantiate(cfg.model, num_labels=5)
