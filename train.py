@@ -51,4 +51,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from sdbert.config import non_ascii_hint
+
+    hint = non_ascii_hint(sys.argv[1:])
+    if hint is not None:
+        print(f"sdbert: error: {hint}", file=sys.stderr)
+        raise SystemExit(1)
     main()

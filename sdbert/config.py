@@ -107,3 +107,33 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
         if isinstance(cause, SdbertError):
             raise cause from None
         raise
+
+
+def _quoted(value: str) -> str:
+    """``[négatif,positif]`` → ``["négatif","positif"]``: each element of a value (list or sweep) in quotes."""
+    def quote(item: str) -> str:
+        item = item.strip()
+        return item if item[:1] in ("'", '"') else f'"{item}"'
+
+    if value.startswith("[") and value.endswith("]"):
+        return "[" + ",".join(quote(i) for i in value[1:-1].split(",")) + "]"
+    return ",".join(quote(i) for i in value.split(","))
+
+
+def non_ascii_hint(args: list[str]) -> str | None:
+    """A hint for the first command-line override Hydra cannot parse because it has letters beyond ASCII
+    outside quotes (``dataset.label_names=[négatif,positif]``): quote them. None when there is none."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg or arg.isascii():
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            key, _, value = arg.partition("=")
+            return (f"{arg}: Hydra reads letters beyond ASCII only inside quotes; quote them (and the whole "
+                    f"override, for the shell): '{key}={_quoted(value)}'")
+    return None

@@ -24,8 +24,10 @@ class DropAdvertising(logging.Filter):
 
 def quiet_console() -> None:
     """Let Lightning's records reach the root logger's (Hydra's) handlers only, without the tip (idempotent);
-    also silence a deprecation warning Lightning 2.6 raises against torch 2.13 on every run (not ours to fix)."""
+    also silence the deprecation warnings third-party code raises on every run (not ours to fix): Lightning 2.6
+    against torch 2.13, and torchdata's StatefulDataLoader calling torch.set_vital."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+    warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated", category=UserWarning)
     root_has_handlers = logging.getLogger().hasHandlers()
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)

@@ -14,7 +14,10 @@ other users take.
 
 Bad rows (an empty text, a missing pair field, bytes that are not UTF-8, invalid JSON) are reported on
 stderr with their line numbers and skipped; the valid rows are still predicted and written, and the exit
-status is 1 at the end. A model that is not sdbert's is refused in one line.
+status is 1 at the end. Blank lines at the end of the input are ignored (as training's readers ignore
+them); an input with no example at all is refused in one line. A model that is not sdbert's is refused in
+one line. When the reader of stdout stops early (``sdbert-predict ... | head``) it ends quietly with 141
+(128 + SIGPIPE), as ``cat`` does.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import csv
 import io
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -226,14 +230,23 @@ def _from_record(line: int, record: dict[str, Any], fields: Sequence[str]) -> Ex
     return _check_texts(line, [record.get(name) for name in names], names)
 
 
+def _lines(text: str) -> list[str]:
+    """The lines of ``text`` without the blank ones at its end (as training's readers skip them); blank
+    lines between examples stay, so they are reported."""
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
 def read_lines(text: str, fields: Sequence[str]) -> Iterator[Example]:
     """Plain text: one example per line (pairs TAB-separated)."""
-    for i, line in enumerate(text.splitlines(), 1):
+    for i, line in enumerate(_lines(text), 1):
         yield _from_line(i, line, fields)
 
 
 def read_jsonl(text: str, fields: Sequence[str]) -> Iterator[Example]:
-    for i, line in enumerate(text.splitlines(), 1):
+    for i, line in enumerate(_lines(text), 1):
         if not line.strip():
             yield Example(i, None, "empty line")
             continue
@@ -312,6 +325,15 @@ def _arguments(texts: Iterable[str], fields: Sequence[str]) -> list[Example]:
     return [_from_line(i, t, fields) for i, t in enumerate(texts, 1)]
 
 
+def _reader_gone() -> int:
+    """stdout's reader stopped reading (``sdbert-predict ... | head``): end quietly, as ``cat`` does, with
+    128 + SIGPIPE; what is still buffered goes nowhere instead of raising again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + int(signal.SIGPIPE)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sdbert-predict",
@@ -356,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise PredictError(f"cannot read --input {args.input}: {err.strerror}") from None
             fmt = input_format(None if from_stdin else args.input, args.input_format)
             examples = read_input(raw, fmt, fields)
+            if not examples:
+                source = "stdin" if from_stdin else f"--input {args.input}"
+                what = "is empty or has only a header row" if fmt == "csv" else "is empty"
+                raise PredictError(f"no input: {source} {what}; give one example per line")
         good = [ex for ex in examples if ex.texts is not None]
         bad = [ex for ex in examples if ex.texts is None]
         probs = predict(predictor, [ex.texts for ex in good if ex.texts is not None], args.batch_size,
@@ -370,7 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         write_rows(good, probs, predictor.label_names, args.format, buffer)
         write_text(args.output, buffer.getvalue())
     else:
-        write_rows(good, probs, predictor.label_names, args.format, sys.stdout)
+        try:
+            write_rows(good, probs, predictor.label_names, args.format, sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _reader_gone()
     for ex in bad:
         print(f"sdbert-predict: line {ex.line}: {ex.error} (skipped)", file=sys.stderr)
     if bad:

@@ -321,8 +321,9 @@ class FreshRunDir(Callback):  # type: ignore[misc,valid-type]
         held = [str(job) for job in sorted(Path(folder).iterdir()) if job.is_dir() and holds_run(job)]
         if held:
             print(
-                f"sdbert: error: sweep directory {folder} already holds runs ({', '.join(held[:3])}); drop "
-                "hydra.sweep.dir for a fresh folder",
+                f"sdbert: error: sweep directory {folder} already holds runs ({', '.join(held[:3])}); add "
+                "resume=auto to skip its finished jobs and continue the cut-off ones, or drop hydra.sweep.dir for a "
+                "fresh folder",
                 file=sys.stderr,
             )
             raise SystemExit(1)

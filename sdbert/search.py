@@ -3,7 +3,8 @@ Hydra's sweeper, and the trials table written into the sweep directory when the 
 
 The search itself is Hydra's Optuna sweeper (``hydra-optuna-sweeper``, ``pip install -e '.[search]'``),
 configured in ``conf/hparams_search/``; it writes ``optimization_results.yaml`` (best parameters and value).
-:class:`TrialsTable` adds ``trials.csv`` and ``trials.md``: every trial's parameters, status and objective.
+:class:`TrialsTable` checks ``optimized_metric`` before the first trial and adds ``trials.csv`` and
+``trials.md`` at the end: every trial's parameters, status and objective.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,33 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sdbert.errors import ConfigError
+from sdbert.module import EVAL_METRICS
 
 log = logging.getLogger("sdbert")
 
 #: ``optimized_metric`` alias of the best validation accuracy (the checkpoint callback's monitored score)
 BEST_VAL = "val/acc_best"
+#: what a run reports per split and evaluated model: the module's metrics and the error rate (100 − acc)
+METRICS = (*EVAL_METRICS, "err")
+
+
+def check_metric(metric: str, test_splits: Iterable[str]) -> None:
+    """Refuse an ``optimized_metric`` that no run of this config can report, before any trial trains.
+
+    A reported metric is ``<split>/<metric>`` (the reported model) or ``<split>/<model>/<metric>`` (a
+    strategy's other model, e.g. ``val/teacher/acc``), where ``<split>`` is ``val`` or one of the dataset's
+    test splits and ``<metric>`` one of :data:`METRICS`; or :data:`BEST_VAL`. The model name is not
+    checked here: strategies are pluggable, and a sweep may vary the strategy.
+    """
+    splits = ["val", *test_splits]
+    parts = metric.split("/")
+    if metric == BEST_VAL or (len(parts) in (2, 3) and parts[0] in splits and parts[-1] in METRICS and all(parts)):
+        return
+    names = [BEST_VAL, *(f"{split}/{m}" for split in splits for m in METRICS)]
+    raise ConfigError(
+        f"optimized_metric={metric} is not a metric sdbert reports; use one of: {', '.join(names)} "
+        "(or <split>/<model>/<metric> for a strategy's other model, e.g. val/teacher/acc)"
+    )
 
 
 def objective(summary: dict[str, Any], metric: str) -> float:
@@ -58,6 +83,14 @@ class TrialsTable(Callback):
     def __init__(self, metric: str = BEST_VAL, direction: str = "maximize") -> None:
         self.metric = metric
         self.direction = direction
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A metric no run reports is refused in one line (exit 1) before the first trial."""
+        try:
+            check_metric(self.metric, (config.get("dataset") or {}).get("test_splits") or {"test": "test"})
+        except ConfigError as err:
+            print(f"sdbert: error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -99,6 +99,22 @@ def test_help_teaches_keys_groups_and_examples():
     assert re.search(r"^hparams_search: .*sdbert_optuna_cpu", text, re.M)
     assert len(re.findall(r"^\s+python train.py", text, re.M)) == 3
     assert "flush_denormal" not in text and len(text.splitlines()) < 60  # not the config dump
+    assert "resume=RUN_DIR|auto" in text  # continuing a run, and ckpt_path as the README puts it
+    assert re.search(r"ckpt_path=PATH +start from a Lightning checkpoint with \*this\* config, in a new folder", text)
+
+
+def test_no_third_party_deprecation_warning_from_every_run():
+    import warnings
+
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    from sdbert.console import quiet_console
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_console()
+        StatefulDataLoader(list(range(4)), batch_size=2)  # what every run's train loader is
+    assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]
 
 
 def test_cfg_job_resolve_shows_the_resolved_k():

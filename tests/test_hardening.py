@@ -111,6 +111,7 @@ def test_a_sweep_folder_holding_runs_is_refused(tmp_path: Path, capsys) -> None:
         FreshRunDir().on_multirun_start(config=config)
     (line,) = _errors(capsys.readouterr().err)
     assert f"sweep directory {tmp_path} already holds runs" in line
+    assert "add resume=auto to skip its finished jobs and continue the cut-off ones" in line
 
 
 def test_cli_refuses_before_hydra_overwrites_the_old_runs_config(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,45 @@ def test_saved_test_predictions_join_back_by_row_and_log_macro_f1(tiny_run):
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["test"]["test/f1"] == pytest.approx(100 * sum(f1) / len(f1), abs=1e-3)
     assert "val/f1" in summary["val"] and "val/student/f1" in summary["val"]
+
+
+def test_blank_lines_at_the_end_are_accepted_as_training_accepts_them(tiny_run, tmp_path, capsys):
+    run = tiny_run("strategy=se")
+    capsys.readouterr()
+    for name, body in (("in.txt", "first text\nsecond text\n\n  \n"), ("in.jsonl", '{"text": "a"}\n{"text": "b"}\n\n')):
+        path = tmp_path / name
+        path.write_text(body)
+        assert main([str(run), "--input", str(path)]) == 0, name
+        captured = capsys.readouterr()
+        assert [r["line"] for r in _rows(captured.out)] == [1, 2] and captured.err == ""
+
+
+def test_empty_input_says_so_in_one_line(tiny_run, tmp_path, capsys):
+    run = tiny_run("strategy=se")
+    capsys.readouterr()
+    for name, body in (("empty.txt", ""), ("blank.jsonl", "\n\n"), ("header.csv", "text\n")):
+        path = tmp_path / name
+        path.write_text(body)
+        assert main([str(run), "--input", str(path)]) == 1, name
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        what = "is empty or has only a header row" if name.endswith(".csv") else "is empty"
+        assert captured.err == f"sdbert-predict: error: no input: --input {path} {what}; give one example per line\n"
+    proc = subprocess.run([sys.executable, "-m", "sdbert.predict", str(run)], input="", capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith("no input: stdin is empty; give one example per line")
+
+
+def test_a_reader_that_stops_early_ends_it_quietly(tiny_run, tmp_path):
+    """``sdbert-predict ... | head``: the pipe is closed before anything is written; no traceback, 128 + SIGPIPE."""
+    run = tiny_run("strategy=se")
+    path = tmp_path / "in.txt"
+    path.write_text("".join(f"text number {i}\n" for i in range(50)))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the model is even loaded
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sdbert.predict", str(run), "--input", str(path)],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=300)
+    finally:
+        os.close(write_end)
+    assert proc.stderr == "" and proc.returncode == 141

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from sdbert.errors import ConfigError
-from sdbert.search import objective, trials, write_trials
+from sdbert.search import check_metric, objective, trials, write_trials
 from tests.conftest import ROOT
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
@@ -31,6 +31,31 @@ def test_objective_is_the_configured_metric_of_the_run():
         objective(SUMMARY, "val/accuracy")
     with pytest.raises(ConfigError, match="needs the checkpoint callback"):
         objective({**SUMMARY, "best_val_acc": None}, "val/acc_best")
+
+
+def test_metric_names_are_checked_against_what_a_run_reports():
+    for good in ("val/acc_best", "val/acc", "val/err", "test/f1", "val/teacher/acc", "test_matched/acc"):
+        check_metric(good, ["test", "test_matched"])
+    for bad in ("val/accuracy", "acc", "val_acc", "dev/acc", "val//acc", "val/teacher/acc/x"):
+        with pytest.raises(ConfigError, match=f"optimized_metric={bad} is not a metric sdbert reports; use one of: "
+                                              "val/acc_best, val/acc, "):
+            check_metric(bad, ["test"])
+    with pytest.raises(ConfigError, match="test_matched/acc"):  # MNLI's test splits are named
+        check_metric("test/acc", ["test_matched", "test_mismatched"])
+
+
+def test_a_search_for_an_unknown_metric_is_refused_before_the_first_trial(tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "train.py", "hparams_search=sdbert_optuna_cpu", "model=tiny", "trainer.accelerator=cpu",
+           "optimized_metric=val/accuracy", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "sdbert: error: optimized_metric=val/accuracy is not a metric sdbert reports; use one of: val/acc_best, "
+        "val/acc, val/f1, val/err, test/acc, test/f1, test/err (or <split>/<model>/<metric> for a strategy's "
+        "other model, e.g. val/teacher/acc)"]
+    assert not sweep.exists()  # no trial started
 
 
 @pytest.mark.long

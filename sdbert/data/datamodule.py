@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -99,7 +100,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.rows = RowSelector(
             self.name, self._raw_split, self.text_fields, self.label_field, self._label_names, self.drop_labels,
             self.train_split, self.validation_split, self.val_size, self.train_size, self.train_per_class,
-            self.eval_size, self.subset_seed,
+            self.eval_size, self.subset_seed, where=self._where,
         )
         self._train: Any = None
         self._val: Any = None
@@ -206,7 +207,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         want_val = stage in (None, "fit", "validate")
         want_test = stage in (None, "test", "predict")
         if want_train and self._train is None:
-            self._train = self._tokenized("train", self.rows.train())
+            train = self.rows.train()
+            for raw_split in self.test_splits.values():  # every split is checked before the first step
+                self.rows.clean(raw_split)
+            self._train = self._tokenized("train", train)
         if want_val and self._val is None:
             self._val = self._tokenized("val", self.rows.validation())
         if want_test and self._tests is None:
@@ -280,6 +284,14 @@ class TextClassificationDataModule(L.LightningDataModule):
                 cache=self.cache_root,
             )
         return self._raw
+
+    def _where(self, split: str, row: int) -> str | None:
+        """``<file> line <n>`` of a raw row of a local folder's split (None for the hub and embedded data)."""
+        if self.source in ("hub", "embedded"):
+            return None
+        from sdbert.sources.files import locate, split_files
+
+        return locate(split_files(Path(self.source).expanduser()).get(split, []), row)
 
     def _raw_split(self, split: str) -> Any:
         raw = self._raw_dict()

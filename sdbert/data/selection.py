@@ -8,7 +8,7 @@ Each purpose has its own random stream, so e.g. changing ``eval_size`` does not 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,8 @@ class Selection:
 class RowSelector:
     """Validates raw splits and draws the train / validation / test selections of one dataset config.
 
-    ``raw_split(name)`` returns a ``datasets.Dataset``; clean splits are kept once validated.
+    ``raw_split(name)`` returns a ``datasets.Dataset``; clean splits are kept once validated. ``where(split,
+    row)``, when given, names the file and line a raw row comes from (a local folder), for the error lines.
     """
 
     def __init__(
@@ -85,8 +86,10 @@ class RowSelector:
         train_per_class: int | None,
         eval_size: int | None,
         subset_seed: int,
+        where: Callable[[str, int], str | None] | None = None,
     ) -> None:
         self.name = name
+        self._where = where
         self._raw_split = raw_split
         self.text_fields = list(text_fields)
         self.label_field = label_field
@@ -192,7 +195,45 @@ class RowSelector:
         )
 
     def _row_error(self, split: str, column: str, row: int, what: str) -> DataError:
-        return DataError(f"dataset '{self.name}', split '{split}', column '{column}', row {row}: {what}")
+        location = self._where(split, row) if self._where is not None else None
+        at = f"row {row} ({location})" if location else f"row {row}"
+        return DataError(f"dataset '{self.name}', split '{split}', column '{column}', {at}: {what}")
+
+    def _float_ids(self, split: str, label_col: Any) -> Any:
+        """A column of ids read as floats (a csv column with an empty cell is) as integers, or the row error."""
+        import pyarrow as pa
+
+        values = label_col.to_numpy()
+        empty = np.flatnonzero(np.isnan(values))
+        if len(empty):
+            raise self._row_error(split, self.label_field, int(empty[0]),
+                                  "the label is empty; fill it in (an id 0..n-1) or remove the row")
+        fraction = np.flatnonzero(values != np.round(values))
+        if len(fraction):
+            raise self._row_error(split, self.label_field, int(fraction[0]),
+                                  f"label {float(values[fraction[0]])} is not an id; labels are ids 0..n-1 or names")
+        return pa.chunked_array([pa.array(values.astype(np.int64))], pa.int64())
+
+    def _label_outside(self, split: str, label_col: Any, row: int, keep: np.ndarray, ok: np.ndarray) -> DataError:
+        """The first label outside the label set, with the fix that fits: the data's own label names when
+        none of its labels is one of ``label_names``, else the row (fix, add the name, or drop such rows)."""
+        value = label_col[row].as_py()
+        if value is None:
+            what = "label None: the row has no label; fill it in or remove the row"
+            return self._row_error(split, self.label_field, row, what)
+        found = sorted({str(v) for v in np.asarray(label_col.to_pylist(), dtype=object)[keep] if v is not None})
+        names = ", ".join(self.label_names)
+        if not ok[keep].any() and isinstance(value, str) and len(found) <= 50:
+            what = (f"label {value!r} is not one of dataset.label_names ({names}), and neither is any label of this "
+                    f"split ({', '.join(found)}); list the data's labels in id order: "
+                    f"dataset.label_names=[{','.join(found)}]")
+            if all(v.isdigit() for v in found):
+                what += " (or write the labels as numbers, 0 not \"0\", to keep the names)"
+            return self._row_error(split, self.label_field, row, what)
+        kind = f"ids 0..{len(self.label_names) - 1}" if not isinstance(value, str) else f"names {self.label_names}"
+        what = (f"label {value!r} is outside the label set ({kind} of dataset.label_names); fix the row, add the "
+                "label to dataset.label_names, or list the value in dataset.drop_labels to skip such rows")
+        return self._row_error(split, self.label_field, row, what)
 
     def clean(self, split: str) -> Selection:
         """Drop ``drop_labels`` rows, validate every kept row, map labels to ids 0..n-1."""
@@ -215,6 +256,8 @@ class RowSelector:
         num_labels = len(self.label_names)
         label_set = f"ids 0..{num_labels - 1} or names {self.label_names}"
 
+        if pa.types.is_floating(label_col.type):
+            label_col = self._float_ids(split, label_col)
         # Rows without a usable label by convention (hub -1, jsonl '-') are dropped before validation.
         keep = np.ones(n, dtype=bool)
         is_int = pa.types.is_integer(label_col.type)
@@ -244,15 +287,7 @@ class RowSelector:
             )
         bad = np.flatnonzero(keep & ~ok)
         if len(bad):
-            row = int(bad[0])
-            value = label_col[row].as_py()
-            raise self._row_error(
-                split,
-                self.label_field,
-                row,
-                f"label {value!r} is outside the label set ({label_set}); fix the data, or list the "
-                "value in dataset.drop_labels to skip such rows",
-            )
+            raise self._label_outside(split, label_col, int(bad[0]), keep, ok)
 
         for column in self.text_fields:
             col = pa.chunked_array(arrow[column]) if n else pa.chunked_array([], pa.string())
@@ -292,6 +327,9 @@ class RowSelector:
         rows = np.flatnonzero(keep).astype(np.int64)
         selection = Selection(split, rows, label_ids[rows])
         if len(selection) == 0:
+            if n == 0:
+                raise DataError(f"dataset '{self.name}', split '{split}' has no rows; give it some (or point "
+                                "dataset.train_split/test_splits at a split that has)")
             raise DataError(f"dataset '{self.name}', split '{split}': no rows left after dropping {drops}")
         self._clean[split] = selection
         return selection

@@ -35,15 +35,24 @@ HUB_UNREACHABLE = (
 
 
 @contextmanager
-def quiet_datasets() -> Iterator[None]:
-    """No ``datasets`` progress bars for local work (load/map/save): they are noise in run logs."""
+def quiet_datasets(errors: bool = False) -> Iterator[None]:
+    """No ``datasets`` progress bars for local work (load/map/save): they are noise in run logs.
+
+    ``errors=True`` also holds back its ERROR log lines (a file it cannot read): sdbert names the file and
+    line itself, in the one line it raises.
+    """
     import datasets
 
     was_enabled = datasets.is_progress_bar_enabled()
+    verbosity = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
+    if errors:
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         yield
     finally:
+        if errors:
+            datasets.logging.set_verbosity(verbosity)
         if was_enabled:
             datasets.enable_progress_bars()
 
@@ -212,6 +221,8 @@ def _verified_load(load: Any, what: str, cache_folder: Path) -> Any:
 def _load_local(path: Path, name: str, hf_cache: Path) -> Any:
     import datasets
 
+    from sdbert.sources.files import folder_problem
+
     if not path.is_dir():
         raise SourceError(
             f"dataset '{name}': local source directory {path} does not exist; set dataset.source to a "
@@ -220,13 +231,13 @@ def _load_local(path: Path, name: str, hf_cache: Path) -> Any:
         )
 
     def load(mode: str | None) -> Any:
-        with quiet_datasets():
+        with quiet_datasets(errors=True):
             return datasets.load_dataset(str(path), cache_dir=str(hf_cache), download_mode=mode)
 
     try:
         return _verified_load(load, f"dataset '{name}'", hf_cache / path.name)
     except (FileNotFoundError, ValueError, UnicodeDecodeError, datasets.exceptions.DatasetGenerationError) as err:
-        bad = find_bad_line(path)
+        bad = find_bad_line(path) or folder_problem(path)
         if bad is not None:
             raise DataError(f"dataset '{name}': {bad}") from err
         raise SourceError(
