@@ -125,13 +125,13 @@ def curve_table(found: Sequence[Curve]) -> str:
     return "\n".join(lines)
 
 
-def _band(ax: Any, stats: dict[int, EpochStats], label: str, scale: float = 1.0) -> None:
+def _band(ax: Any, stats: dict[int, EpochStats], label: str, color: str, scale: float = 1.0) -> None:
     xs = sorted(stats)
     mean = [scale * stats[e].mean for e in xs]
     std = [scale * stats[e].std for e in xs]
-    (line,) = ax.plot(xs, mean, marker="o", ms=3, label=label)
+    ax.plot(xs, mean, marker="o", ms=3, label=label, color=color)
     ax.fill_between(xs, [m - s for m, s in zip(mean, std, strict=True)],
-                    [m + s for m, s in zip(mean, std, strict=True)], color=line.get_color(), alpha=0.2)
+                    [m + s for m, s in zip(mean, std, strict=True)], color=color, alpha=0.2)
 
 
 def figure_curve(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> tuple[list[Path], str | None]:
@@ -146,11 +146,12 @@ def figure_curve(rows: Sequence[Row], columns: Sequence[Column], out: Path) -> t
             continue
         shares = any(c.distill_share for c in found)
         fig, axes = plt.subplots(1, 3 if shares else 2, figsize=(15 if shares else 10, 4))
-        for c in found:
-            _band(axes[0], c.error, c.label)
-            _band(axes[1], c.ce, c.label)
+        for i, c in enumerate(found):
+            color = f"C{i % 10}"  # one colour per setup in every panel
+            _band(axes[0], c.error, c.label, color)
+            _band(axes[1], c.ce, c.label, color)
             if c.distill_share:
-                _band(axes[2], c.distill_share, c.label, scale=100.0)
+                _band(axes[2], c.distill_share, c.label, color, scale=100.0)
         which = "test" if all(c.source.startswith("epoch_") for c in found) else "validation"
         titles = (f"{which} error (%)", "training cross-entropy (epoch mean)",
                   "distillation term, % of the training loss")[: len(axes)]
