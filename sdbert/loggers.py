@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from sdbert.errors import ConfigError
-from sdbert.strategies.description import Description
+from sdbert.spec import RunSpec
 
 MODES = ("online", "offline", "disabled")
 _MODE_ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}
@@ -106,15 +106,11 @@ def _hydra_config() -> Any | None:
         return None
 
 
-def model_label(cfg: Any) -> str:
-    """The model's short name: the ``model=`` choice in a Hydra job, else the tail of ``name_or_path``."""
+def model_choice() -> str | None:
+    """The ``model=`` choice of the Hydra job (its short name for run names), else None."""
     hc = _hydra_config()
     choice = hc.runtime.choices.get("model") if hc is not None else None
-    if choice:
-        return str(choice)
-    name = str(cfg.model.name_or_path)
-    tail = name.replace(":", "/").rstrip("/").rsplit("/", 1)[-1]
-    return f"{tail}-random" if cfg.model.get("random_init") else tail
+    return str(choice) if choice else None
 
 
 def sweep_group() -> str | None:
@@ -127,23 +123,23 @@ def sweep_group() -> str | None:
     return Path(str(hc.sweep.dir)).name if hc.mode == RunMode.MULTIRUN else None
 
 
-def run_identity(cfg: Any, description: Description) -> dict[str, Any]:
-    """``name``, ``tags`` and ``group`` of one run from its config and ``strategy.describe()``.
+def wandb_identity(spec: RunSpec) -> dict[str, Any]:
+    """``name``, ``tags`` and ``group`` of one run's W&B run, from its :class:`~sdbert.spec.RunSpec`.
 
     name: ``sda-K2-snli-minilm-s42-d42``, with each key that differs from its default after K
     (``sdv-K3-distill_weight0.5-...``); tags: ``strategy=sda``, ``K=2``, every key of the method
     (``distill_weight=1``), ``dataset=snli``, ``model=minilm``, ``seed=42``, ``data_seed=42``; group: the
     sweep directory's name in a multirun.
     """
-    model = model_label(cfg)
+    description, model = spec.strategy, spec.model_short
     parts, tags = [description.name], [f"strategy={description.name}"]
     if description.teacher_size is not None:
         parts.append(f"K{fmt_number(description.teacher_size)}")
         tags.append(f"K={fmt_number(description.teacher_size)}")
     parts += [f"{key}{fmt_number(description.keys[key])}" for key in description.changed]
     tags += [f"{key}={fmt_number(value)}" for key, value in description.keys.items() if key != "teacher_size"]
-    parts += [str(cfg.dataset.name), model, f"s{cfg.seed}", f"d{cfg.data_seed}"]
-    tags += [f"dataset={cfg.dataset.name}", f"model={model}", f"seed={cfg.seed}", f"data_seed={cfg.data_seed}"]
+    parts += [spec.dataset, model, f"s{spec.seed}", f"d{spec.data_seed}"]
+    tags += [f"dataset={spec.dataset}", f"model={model}", f"seed={spec.seed}", f"data_seed={spec.data_seed}"]
     return {"name": "-".join(parts), "tags": tags, "group": sweep_group()}
 
 
@@ -304,7 +300,7 @@ def wandb_loggers(loggers: Iterable[Any]) -> list[WandbLogger]:
 
 
 # -- a run's life cycle on W&B -----------------------------------------------------------------------
-def describe_wandb_runs(loggers: Iterable[Any], cfg: Any, description: Description) -> None:
+def describe_wandb_runs(loggers: Iterable[Any], cfg: Any, spec: RunSpec) -> None:
     """Before training: each W&B run gets the resolved config and sdbert's name, tags and group."""
     targets = wandb_loggers(loggers)
     if not targets:
@@ -312,7 +308,7 @@ def describe_wandb_runs(loggers: Iterable[Any], cfg: Any, description: Descripti
     from omegaconf import OmegaConf
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    identity = run_identity(cfg, description)
+    identity = wandb_identity(spec)
     for lg in targets:
         lg.describe_run(config, identity)  # type: ignore[arg-type]
 

@@ -38,7 +38,6 @@ from sdbert.io import write_text
 from sdbert.paths import CONFIG_FILE
 from sdbert.rundir import RunDir
 from sdbert.signals import RunInterrupted
-from sdbert.strategies.description import Description
 
 log = logging.getLogger("sdbert")
 
@@ -156,20 +155,10 @@ def time_spent(run_dir: Path) -> float:
 # -- what a checkpoint was made for ------------------------------------------------------------------
 
 
-def run_identity(cfg: DictConfig, description: Description) -> dict[str, Any]:
-    """What a checkpoint must share with a config to continue it: the method (the strategy's name and every
-    key of its ``describe()``), model, label set."""
-    return {
-        "strategy": description.name,
-        **{f"strategy.{key}": value for key, value in description.plain().keys.items()},
-        "model": str(cfg.model.name_or_path),
-        "labels": [str(n) for n in cfg.dataset.label_names],
-    }
-
-
 class RunIdentity(L.Callback):
-    """Writes :func:`run_identity` into every checkpoint (key ``sdbert_run``), and keeps the latest
-    validation metrics in its callback state, so a run resumed after its last validation still reports them."""
+    """Writes the run's identity (``RunSpec.checkpoint_identity``) into every checkpoint (key ``sdbert_run``),
+    and keeps the latest validation metrics in its callback state, so a run resumed after its last validation
+    still reports them."""
 
     def __init__(self, identity: dict[str, Any]) -> None:
         self.identity = dict(identity)

@@ -20,7 +20,7 @@ from sdbert.io import write_json
 from sdbert.module import STRATEGY_STATE_KEY, SelfDistillationModule
 from sdbert.paths import PREDICTIONS_DIR, SUMMARY_FILE
 from sdbert.rundir import check_fresh, run_lock
-from sdbert.strategies.description import SUMMARY_KEY as STRATEGY_KEY
+from sdbert.spec import RunSpec
 from sdbert.summary import print_summary
 from sdbert.timing import StageTimer
 
@@ -71,8 +71,8 @@ class RunHooks:
 
 def build(
     cfg: DictConfig, hooks: RunHooks | None = None, ckpt_path: str | None = None, start: float | None = None
-) -> tuple[L.LightningDataModule, SelfDistillationModule, L.Trainer]:
-    """Data, module (model + strategy) and trainer (callbacks, loggers) of one run; ``ckpt_path`` is the
+) -> tuple[L.LightningDataModule, SelfDistillationModule, L.Trainer, RunSpec]:
+    """Data, module (model + strategy), trainer (callbacks, loggers) and spec of one run; ``ckpt_path`` is the
     checkpoint it continues from (``ckpt_path=`` or found by ``resume=``); ``start`` (``time.perf_counter``)
     is when the run began, for its :class:`~sdbert.timing.StageTimer` (default: now).
 
@@ -84,6 +84,7 @@ def build(
     output_dir.mkdir(parents=True, exist_ok=True)
     checks.check_config(cfg)
     strategy = factory.build_strategy(cfg)  # validates K and λ before anything slow happens
+    spec = RunSpec.from_config(cfg, strategy.describe(), loggers.model_choice())
     if hooks is not None:
         hooks.before(cfg)
     if cfg.get("flush_denormal", True):
@@ -95,12 +96,12 @@ def build(
     module = factory.build_module(cfg, strategy, prediction_dir=output_dir / PREDICTIONS_DIR, training=True)
     if ckpt_path:
         saved = check_checkpoint(ckpt_path, module, STRATEGY_STATE_KEY)  # readable, sdbert's, the same shapes
-        resume.check_fits(ckpt_path, saved, resume.run_identity(cfg, strategy.describe()))  # method, model, labels
+        resume.check_fits(ckpt_path, saved, spec.checkpoint_identity())  # method, model, labels
     run_loggers = factory.instantiate_group(cfg.get("logger"))
-    loggers.describe_wandb_runs(run_loggers, cfg, strategy.describe())
-    identity = resume.RunIdentity(resume.run_identity(cfg, strategy.describe()))
+    loggers.describe_wandb_runs(run_loggers, cfg, spec)
+    identity = resume.RunIdentity(spec.checkpoint_identity())
     timer = StageTimer(start)
-    return datamodule, module, factory.build_trainer(cfg, run_loggers, extra_callbacks=[identity, timer])
+    return datamodule, module, factory.build_trainer(cfg, run_loggers, extra_callbacks=[identity, timer]), spec
 
 
 def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
@@ -126,9 +127,9 @@ def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     try:
         with run_lock(output_dir), signals.stop_on_signals(
                 lambda: trainer.global_step if trainer is not None else resumed_step or 0):
-            datamodule, module, trainer = build(cfg, hooks, ckpt_path, start)
+            datamodule, module, trainer, spec = build(cfg, hooks, ckpt_path, start)
             with resume.quiet_restore_warnings() if in_place else contextlib.nullcontext():
-                summary = _fit_and_test(cfg, datamodule, module, trainer, start, ckpt_path)
+                summary = _fit_and_test(cfg, spec, datamodule, module, trainer, start, ckpt_path)
             if hooks is not None:
                 hooks.after_test(cfg, summary)
     except resume.RunInterrupted as stop:
@@ -158,6 +159,7 @@ def _rank_zero_write(path: Path, payload: dict[str, Any]) -> None:
 
 def _fit_and_test(
     cfg: DictConfig,
+    spec: RunSpec,
     datamodule: L.LightningDataModule,
     module: SelfDistillationModule,
     trainer: L.Trainer,
@@ -178,12 +180,7 @@ def _fit_and_test(
         test_metrics.update(_scalars(res))
     summary: dict[str, Any] = {
         "status": "ok",
-        "dataset": cfg.dataset.name,
-        "model": checks.recorded_model(cfg.model),
-        "model_source": cfg.model.name_or_path,
-        STRATEGY_KEY: module.strategy.describe().to_dict(),
-        "seed": cfg.seed,
-        "data_seed": cfg.data_seed,
+        **spec.summary_fields(),
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
         "tested_checkpoint": tested or "last",

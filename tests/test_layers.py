@@ -19,7 +19,7 @@ LAYERS: dict[str, int] = {
     "config": 1, "sources": 1, "checkpointing": 1, "signals": 1,
     "data": 2, "classifier": 2, "recipe": 2, "averaging": 2, "checks": 2, "rundir": 2,
     "strategies": 3,
-    "module": 4, "progress": 4, "timing": 4,
+    "module": 4, "spec": 4, "progress": 4, "timing": 4,
     "callbacks": 5, "loggers": 5, "resume": 5,
     "factory": 6, "summary": 6,
     "console": 1,

@@ -24,6 +24,7 @@ from sdbert import loggers
 from sdbert.config import instantiate
 from sdbert.errors import ConfigError, TrainingDiverged
 from sdbert.run import main_job, train
+from sdbert.spec import RunSpec
 from sdbert.strategies import SelfDistillationAveraged, Vanilla
 from sdbert.summary import SUMMARY_COLUMNS, format_summary_table, format_time_split, print_summary
 from tests.conftest import ROOT
@@ -128,9 +129,9 @@ def test_mode_is_decided_from_env_and_files_only(no_credentials, monkeypatch, tm
         loggers.resolve_mode("sometimes")
 
 
-def test_run_identity_names_and_tags(make_cfg):
+def test_wandb_identity_names_and_tags(make_cfg):
     cfg = make_cfg("strategy=sdv", "teacher_size=3", "distill_weight=0.5", "seed=7", "data_seed=9")
-    ident = loggers.run_identity(cfg, instantiate(cfg.strategy).describe())
+    ident = loggers.wandb_identity(RunSpec.from_config(cfg, instantiate(cfg.strategy).describe()))
     assert ident["name"] == "sdv-K3-distill_weight0.5-bbc_news-all-minilm-l6-v2-random-s7-d9"  # λ is off its default
     assert ident["tags"] == [
         "strategy=sdv", "K=3", "distill_weight=0.5", "teacher_dropout=True", "distill_target=logits",
@@ -138,7 +139,7 @@ def test_run_identity_names_and_tags(make_cfg):
     ]
     assert ident["group"] is None  # not a multirun
     base_cfg = make_cfg("strategy=base")
-    base = loggers.run_identity(base_cfg, instantiate(base_cfg.strategy).describe())
+    base = loggers.wandb_identity(RunSpec.from_config(base_cfg, instantiate(base_cfg.strategy).describe()))
     assert base["name"] == "base-bbc_news-all-minilm-l6-v2-random-s42-d42"
 
 
@@ -375,7 +376,7 @@ def test_progress_bar_config(make_cfg, overrides, expected, monkeypatch):
 
     monkeypatch.setattr(sdb_callbacks, "stdout_is_terminal", lambda: True)  # the bar shown on a terminal
 
-    _, _, trainer = build(make_cfg(*overrides))
+    _, _, trainer, _ = build(make_cfg(*overrides))
     bars = [cb for cb in trainer.callbacks if isinstance(cb, ProgressBar)]
     assert [type(cb).__mro__[1].__name__ for cb in bars] == ([expected] if expected else [])  # Lightning's bar
     assert all(isinstance(cb, PassReporter) for cb in bars)  # ... that also shows the epoch test's passes
