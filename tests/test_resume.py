@@ -242,7 +242,7 @@ def test_step_checkpoints_keep_last_ckpt_the_newest_state_at_every_epoch_end(mak
             assert state["callbacks"]["RunIdentity"]["last_val"]  # saved after the epoch's validation
             seen.append(("epoch", trainer.global_step, state["global_step"]))
 
-    datamodule, module, trainer = build(cfg)
+    datamodule, module, trainer, _ = build(cfg)
     trainer.callbacks.append(Probe())
     trainer.fit(module, datamodule=datamodule)
     saved = [(kind, step) for kind, step, ckpt in seen if ckpt == step]
