@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from sdbert import recipe
 from sdbert.errors import ConfigError
@@ -23,9 +24,9 @@ from sdbert.errors import ConfigError
 # ----------------------------------------------------------------------------------------- data
 
 
-def synthetic_loader(cfg: Any, n: int, seq: int, batch: int) -> Any:
+def synthetic_loader(cfg: Any, n: int, seq: int, batch: int) -> DataLoader[Any]:
     """Random full-length sequences (no tokenizer, no download: for machines without the data)."""
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import TensorDataset
 
     from sdbert.data.batches import EpochSeededSampler
 
@@ -47,22 +48,29 @@ class Data:
 
     def __init__(self, cfg: Any, args: argparse.Namespace, seq: int) -> None:
         from sdbert import factory
+        from sdbert.data.datamodule import TextClassificationDataModule
 
-        self.datamodule = None
+        self.datamodule: TextClassificationDataModule | None = None
+        self.loader: DataLoader[Any]
         if args.data == "synthetic":
             needed = (args.warmup + args.steps + 1) * args.batch
             self.loader = synthetic_loader(cfg, needed, seq, args.batch)
             self.lengths = [seq] * needed
             order = list(self.loader.sampler)
         else:
-            self.datamodule = factory.build_datamodule(cfg)
+            datamodule = factory.build_datamodule(cfg)
+            if not isinstance(datamodule, TextClassificationDataModule):
+                raise ConfigError(f"--data {args.data}: the benchmark reads sdbert's TextClassificationDataModule, "
+                                  f"not {type(datamodule).__name__}; pick a conf/dataset option of sdbert's")
+            self.datamodule = datamodule
             self.datamodule.prepare_data()
             self.datamodule.setup("fit")
             self.loader = self.datamodule.train_dataloader()
-            from sdbert.data.batches import token_lengths
+            from sdbert.data.batches import EpochSeededSampler, LengthGroupedSampler, token_lengths
 
             self.lengths = token_lengths(self.datamodule.train_dataset)
             sampler = self.loader.sampler
+            assert isinstance(sampler, (EpochSeededSampler, LengthGroupedSampler))  # the data module's two orders
             sampler.set_epoch(0)
             order = list(sampler)
         b = args.batch
@@ -133,7 +141,7 @@ def run_plain(cfg: Any, data: Data, clock: Clock, args: argparse.Namespace) -> N
         with autocast:
             logits = model(**batch)
         loss = F.cross_entropy(logits.float(), labels)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch declares Tensor.backward without annotations
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -156,14 +164,17 @@ def run_hf(cfg: Any, data: Data, clock: Clock, args: argparse.Namespace, out_dir
     class ClassifierTrainer(Trainer):
         """Our classifier returns logits; the loss is the same cross-entropy as the other loops."""
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        def compute_loss(
+            self, model: torch.nn.Module, inputs: dict[str, torch.Tensor | Any], return_outputs: bool = False,
+            num_items_in_batch: torch.Tensor | int | None = None,
+        ) -> torch.Tensor | tuple[torch.Tensor, Any]:
             inputs = dict(inputs)
             labels = inputs.pop("labels")
             logits = model(**inputs)
             loss = F.cross_entropy(logits.float(), labels)
             return (loss, logits) if return_outputs else loss
 
-        def get_train_dataloader(self):  # the same batches as the other loops
+        def get_train_dataloader(self) -> DataLoader[Any]:  # the same batches as the other loops
             return data.loader
 
     clock.begin()
@@ -192,7 +203,8 @@ def run_sdbert(cfg: Any, data: Data, clock: Clock, args: argparse.Namespace) -> 
 
     clock.begin()
     trainer = factory.build_trainer(cfg, factory.instantiate_group(cfg.get("logger")))
-    trainer.callbacks.append(StepClock())
+    # Lightning's callback connector sets Trainer.callbacks; the class does not declare it
+    trainer.callbacks.append(StepClock())  # type: ignore[attr-defined]
     if data.datamodule is not None:
         trainer.fit(module, datamodule=data.datamodule)
     else:
