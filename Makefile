@@ -39,11 +39,13 @@ test: dev
 test-long: dev
 	$(PY) -m pytest -q --durations=15 -m long $(PYTEST_ARGS)
 
+## ruff, then mypy strict on sdbert/ ([tool.mypy] in pyproject.toml)
 lint: dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) bench/step_time.py $(ARGS)
 
 clean:
-	rm -rf logs .pytest_cache .ruff_cache
+	rm -rf logs .pytest_cache .ruff_cache .mypy_cache

@@ -14,6 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 
 from sdbert.errors import ConfigError, TrainingDiverged
+from sdbert.module import SelfDistillationModule
 from sdbert.progress import PlainProgress, RichBar, TqdmBar, batch_size, examples, pass_progress
 from sdbert.timing import StageTimer
 
@@ -34,7 +35,8 @@ class DivergenceGuard(L.Callback):
     ) -> None:
         if not isinstance(outputs, dict) or "loss" not in outputs:
             return
-        loss = float(outputs.get("loss_value", outputs["loss"]))  # "loss" is scaled by 1/accumulation
+        # "loss" is scaled by 1/accumulation
+        loss = float(outputs["loss_value"] if "loss_value" in outputs else outputs["loss"])
         logit = float(outputs.get("logit_abs_mean", 0.0))
         if math.isfinite(loss) and loss <= self.max_loss and logit <= self.max_abs_logit:
             return
@@ -77,7 +79,10 @@ class EpochTestEvaluation(L.Callback):
         epoch = trainer.current_epoch + 1
         if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
             return
-        datamodule = trainer.datamodule
+        if not isinstance(pl_module, SelfDistillationModule):
+            raise TypeError(f"EpochTestEvaluation evaluates a SelfDistillationModule, not {type(pl_module).__name__}")
+        # Lightning's data connector sets Trainer.datamodule; the class does not declare it
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]
         if datamodule is None:
             raise RuntimeError("EpochTestEvaluation needs trainer.fit(..., datamodule=...) to reach the test set")
         datamodule.setup("test")

@@ -105,7 +105,7 @@ class LastCheckpoint(_SameStateKey):
                               "number of optimizer steps >= 1, or null for epoch ends only")
         defaults = {"monitor": None, "save_top_k": 1, "save_last": False, "save_on_train_epoch_end": True,
                     "enable_version_counter": False}
-        super().__init__(dirpath=dirpath, filename=filename, every_n_epochs=1, **{**defaults, **kwargs})
+        super().__init__(dirpath=os.fspath(dirpath), filename=filename, every_n_epochs=1, **{**defaults, **kwargs})
         self.every_n_steps = every_n_train_steps
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:

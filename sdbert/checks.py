@@ -66,7 +66,8 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(
             "trainer.max_epochs=0 would test an untrained model; use at least 1 (or -1 with trainer.max_steps)"
         )
-    if trainer.get("max_steps") is not None and int(trainer.get("max_steps")) == 0:
+    steps = trainer.get("max_steps")
+    if steps is not None and int(steps) == 0:
         raise ConfigError("trainer.max_steps=0 would test an untrained model; use -1 (no limit) or at least 1")
     accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda"):

@@ -8,13 +8,16 @@ says which parameters are the head from the model itself (``base_model_prefix``)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from sdbert.errors import ConfigError
 from sdbert.sources.models import hub_error, quiet_transformers, resolve_pretrained
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 #: the config keys ``model.dropout`` sets, per ``model_type``: every dropout of the encoder and of its
 #: classification head, so one rate (the paper's 0.1) holds everywhere
@@ -54,14 +57,15 @@ class SequenceClassifier(nn.Module):
     :data:`LEGACY_PARAMETERS`.
     """
 
-    def __init__(self, hf: nn.Module) -> None:
+    def __init__(self, hf: PreTrainedModel) -> None:
         super().__init__()
         self.hf = hf
-        self.register_load_state_dict_pre_hook(_legacy_names)
+        # torch declares register_load_state_dict_pre_hook without annotations
+        self.register_load_state_dict_pre_hook(_legacy_names)  # type: ignore[no-untyped-call]
 
     def forward(self, **inputs: Tensor) -> Tensor:
         """Logits of shape (batch, num_labels)."""
-        return self.hf(**inputs, return_dict=True).logits
+        return cast(Tensor, self.hf(**inputs, return_dict=True).logits)
 
     def is_head(self, name: str) -> bool:
         """Whether parameter ``name`` belongs to the classification head (trained with the larger learning rate)."""
@@ -142,11 +146,12 @@ def build_classifier(
     except (OSError, ValueError) as err:
         raise hub_error(name_or_path, err) from err
     set_dropout(config, dropout)
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         if random_init:
             config.update(dict(random_init))
-            hf = AutoModelForSequenceClassification.from_config(config, **kwargs)
+            # transformers declares from_config without annotations
+            hf = AutoModelForSequenceClassification.from_config(config, **kwargs)  # type: ignore[no-untyped-call]
         else:
             state = torch.get_rng_state()
             hf, info = AutoModelForSequenceClassification.from_pretrained(

@@ -6,8 +6,9 @@ the after-the-fact tools (ensembles, prediction, export) build through it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
@@ -29,13 +30,13 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 def build_strategy(cfg: DictConfig) -> TeacherStrategy:
     """The teacher strategy (validates K and λ: call it before anything slow)."""
-    return instantiate(cfg.strategy)
+    return cast(TeacherStrategy, instantiate(cfg.strategy))
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return instantiate(
+    return cast(L.LightningDataModule, instantiate(
         cfg.dataset, tokenizer=cfg.model.name_or_path, data_seed=cfg.data_seed, cache_dir=cfg.paths.cache_dir
-    )
+    ))
 
 
 def build_module(
@@ -53,7 +54,7 @@ def build_module(
     return SelfDistillationModule(
         model=model,
         strategy=strategy,
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        optim=cast("dict[str, Any]", OmegaConf.to_container(cfg.optim, resolve=True)),
         label_names=label_names,
         test_names=list(cfg.dataset.test_splits),
         seed=cfg.seed,
@@ -62,7 +63,7 @@ def build_module(
     )
 
 
-def build_trainer(cfg: DictConfig, loggers: list[Any], extra_callbacks: list[Any] = ()) -> L.Trainer:
+def build_trainer(cfg: DictConfig, loggers: list[Any], extra_callbacks: Sequence[Any] = ()) -> L.Trainer:
     """``cfg.trainer`` with the callbacks group (plus ``extra_callbacks``) and ``loggers``."""
     callbacks = [*instantiate_group(cfg.get("callbacks")), *extra_callbacks]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    return cast(L.Trainer, instantiate(cfg.trainer, callbacks=callbacks, logger=loggers))

@@ -16,18 +16,21 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only
 
 from sdbert.errors import ConfigError
+from sdbert.rundir import rank_zero
 from sdbert.spec import RunSpec
 
 MODES = ("online", "offline", "disabled")
 _MODE_ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}
 DEFAULT_BASE_URL = "https://api.wandb.ai"
+#: what ``logger.wandb.console`` may be (``wandb.Settings(console=...)``, which refuses anything else)
+WandbConsole = Literal["auto", "off", "wrap", "redirect", "wrap_raw", "wrap_emu"]
 
 
 # -- mode ------------------------------------------------------------------------------------------
@@ -170,7 +173,7 @@ class WandbLogger(_LightningWandbLogger):
         tags: Sequence[str] | None = None,
         log_model: bool = False,
         init_timeout: float = 60.0,
-        console: str = "auto",
+        console: WandbConsole = "auto",
         **kwargs: Any,
     ) -> None:
         import wandb
@@ -179,12 +182,12 @@ class WandbLogger(_LightningWandbLogger):
         if log_model not in (True, False):
             raise ConfigError(f"logger.wandb.log_model={log_model!r}: use true (upload the best checkpoint) or false")
         self.log_best_model = bool(log_model)
-        self._user = {"name": name, "group": group, "tags": list(tags or [])}
+        self._user: dict[str, Any] = {"name": name, "group": group, "tags": list(tags or [])}
         self._finished: dict[str, Any] | None = None  # {} once a disabled run is finished
         settings = wandb.Settings(silent=True, init_timeout=float(init_timeout), console=console)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(
-            save_dir=save_dir, project=project, entity=entity, name=name, group=group, tags=list(tags or []),
+            save_dir=os.fspath(save_dir), project=project, entity=entity, name=name, group=group, tags=list(tags or []),
             log_model=False, mode=self.mode, settings=settings, **kwargs,
         )
         self._wandb_init.pop("anonymous", None)  # deprecated in wandb, warns even when None
@@ -239,7 +242,7 @@ class WandbLogger(_LightningWandbLogger):
         return run
 
     def _announce(self, run: Any) -> None:
-        if self.mode == "disabled" or rank_zero_only.rank != 0:
+        if self.mode == "disabled" or not rank_zero():
             return
         where = f"at {run.url}" if self.mode == "online" else f"in {run.settings.sync_dir}"
         print(f"sdbert: W&B run {run.name} ({self.mode}: {self.mode_reason}) {where}")
@@ -270,7 +273,7 @@ class WandbLogger(_LightningWandbLogger):
         if self._finished is not None:
             return self._finished or None
         run = self._experiment
-        if run is None or rank_zero_only.rank != 0:
+        if run is None or not rank_zero():
             return None
         if self.mode == "disabled":  # a no-op run, but wandb.run until finished
             run.finish(exit_code=exit_code)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sdbert import recipe
@@ -94,8 +96,11 @@ class SelfDistillationModule(L.LightningModule):
         inputs = {k: v for k, v in batch.items() if k not in NON_INPUTS}
         return inputs, batch["labels"]
 
+    def _metric(self, stage: str, name: str, metric: str) -> Metric:
+        return cast(Metric, self.metrics[self._metric_id(stage, name, metric)])
+
     def forward(self, **inputs: Tensor) -> Tensor:
-        return self.model(**inputs)
+        return cast(Tensor, self.model(**inputs))
 
     # -- strategy life cycle ----------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -219,7 +224,7 @@ class SelfDistillationModule(L.LightningModule):
         logits, labels = self.eval_batch(batch, extras=stage == "val" or self.test_extras)
         for name, value in logits.items():
             for metric in EVAL_METRICS:
-                self.metrics[self._metric_id(stage, name, metric)].update(value.float(), labels)
+                self._metric(stage, name, metric).update(value.float(), labels)
         if stage != "val" and self.prediction_dir is not None:
             self._predictions.setdefault(stage, []).append(torch.softmax(logits[REPORTED].float(), -1).cpu())
             self._predictions.setdefault(f"{stage}__labels", []).append(labels.cpu())
@@ -228,13 +233,13 @@ class SelfDistillationModule(L.LightningModule):
 
     def _log_stage(self, stage: str) -> None:
         for name in self.strategy.eval_names:
-            acc_metric = self.metrics[self._metric_id(stage, name, "acc")]
+            acc_metric = self._metric(stage, name, "acc")
             if not acc_metric.update_called:
                 continue
             acc = acc_metric.compute() * 100.0
             self.log(metric_key(stage, name, "acc"), acc, prog_bar=name == REPORTED, add_dataloader_idx=False)
             self.log(metric_key(stage, name, "err"), 100.0 - acc, add_dataloader_idx=False)
-            f1_metric = self.metrics[self._metric_id(stage, name, "f1")]
+            f1_metric = self._metric(stage, name, "f1")
             self.log(metric_key(stage, name, "f1"), f1_metric.compute() * 100.0, add_dataloader_idx=False)
             acc_metric.reset()
             f1_metric.reset()
@@ -281,7 +286,7 @@ class SelfDistillationModule(L.LightningModule):
         save_torch(self.prediction_dir / f"{stage}.pt", out)
 
     # -- optimisation (§4.2) ----------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW with two learning rates (encoder, softmax layer), no decay on bias/LayerNorm,
         linear warm-up over the first ``warmup_proportion`` of optimizer steps, then linear decay."""
         # the fused kernel does the whole update in one pass (CPU and CUDA; README "Measured"). Under fp16's

@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sdbert.errors import SdbertError
 from sdbert.paths import EXPORT_META
@@ -192,8 +192,11 @@ def _exported(path: Path, which: str, device: Any) -> Predictor:
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     quiet_transformers()
     pipe = pipeline("text-classification", model=str(path), device=device)
-    config = pipe.model.config
-    labels = [config.id2label[i] for i in range(config.num_labels)]
+    # transformers turns id2label's keys into ints when it loads a config
+    id2label = cast("dict[int, str] | None", pipe.model.config.id2label)
+    if id2label is None:
+        raise PredictError(f"{path}/config.json names no labels (id2label); export the run again with sdbert-export")
+    labels = [id2label[i] for i in range(len(id2label))]
     return ExportedPredictor(labels, list(meta["text_fields"]), pipe)
 
 

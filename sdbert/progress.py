@@ -274,8 +274,9 @@ class PlainProgress(ProgressBar):
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {step}/{total}"]
         metrics = self.get_metrics(trainer, pl_module)
         for key, fmt in (("train/loss", "train/loss {:.4f}"), ("perf/samples_per_s", "{:.1f} samples/s")):
-            if key in metrics:
-                parts.append(fmt.format(float(metrics[key])))
+            value = metrics.get(key)
+            if isinstance(value, (int, float)):
+                parts.append(fmt.format(float(value)))
         done = step - self._start_step
         if done > 0 and self._start is not None and total > step:
             training_s = now - self._start - self._evaluating_s

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -36,7 +36,7 @@ from sdbert.config import resume_requested
 from sdbert.errors import ConfigError
 from sdbert.io import write_text
 from sdbert.paths import CONFIG_FILE
-from sdbert.rundir import RunDir
+from sdbert.rundir import RunDir, rank_zero
 from sdbert.signals import RunInterrupted
 
 log = logging.getLogger("sdbert")
@@ -174,7 +174,7 @@ class RunIdentity(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last_val = dict(state_dict.get("last_val", {}))
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[IDENTITY_KEY] = self.identity
 
 
@@ -212,8 +212,6 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     An unreadable one (truncated, corrupt) is named in a warning and renamed ``<name>.unreadable``, so
     nothing later loads it (a best checkpoint that is gone is tracked afresh: sdbert.checkpointing).
     """
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
     candidates = RunDir(run_dir).checkpoints()
     candidates += sorted(run_dir.glob("hpc_ckpt_*.ckpt"))  # SLURMEnvironment(auto_requeue=True) saves these
     best: tuple[int, int, Path] | None = None
@@ -223,7 +221,7 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
         except ConfigError:
             aside = path.with_name(path.name + UNREADABLE_SUFFIX)
             size = path.stat().st_size
-            if rank_zero_only.rank == 0:  # under DDP every rank looks; one renames
+            if rank_zero():  # under DDP every rank looks; one renames
                 path.replace(aside)
             log.warning("resume: checkpoint %s is unreadable (%s bytes: truncated or corrupt); set aside as %s, "
                         "continuing from the newest readable checkpoint", path, f"{size:,}", aside.name)
@@ -303,19 +301,17 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, str | None, dict[str, Any] | N
     saved_file = run_dir / CONFIG_FILE
     if saved_file.is_file() and (run_dir / RESUMED_SUBDIR).is_dir():
         # Hydra wrote this job's composition to .hydra/resumed: the run's own config is still in place
-        saved = OmegaConf.load(saved_file)
+        saved = RunDir(run_dir).config
         hydra_file = run_dir / ".hydra" / "hydra.yaml"
-        choices = {}
+        choices: dict[str, Any] = {}
         if hydra_file.is_file():
-            choices = dict(OmegaConf.to_container(OmegaConf.load(hydra_file)).get("hydra", {}).get("runtime", {})
-                           .get("choices", {}) or {})
+            hydra_yaml = cast("dict[str, Any]", OmegaConf.to_container(OmegaConf.load(hydra_file)))
+            choices = dict(hydra_yaml.get("hydra", {}).get("runtime", {}).get("choices", {}) or {})
         merged = merge_overrides(saved, _current_overrides(), choices)
         with open_dict(merged):
             merged.resume = None
             merged.paths.output_dir = str(run_dir)
-        from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-        if rank_zero_only.rank == 0:  # under DDP every rank runs this; the run's config is written once
+        if rank_zero():  # under DDP every rank runs this; the run's config is written once
             write_text(saved_file, OmegaConf.to_yaml(merged))
         cfg = merged
     else:
@@ -335,10 +331,8 @@ _EARLIER = ".before-resume.csv"
 def set_aside_log(run_dir: Path) -> Path | None:
     """Move ``csv/metrics.csv`` out of the way before a resumed run starts (Lightning's CSVLogger deletes
     it); :func:`restore_log` puts the rows logged before the checkpoint back."""
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
     log = run_dir / CSV_LOG
-    if rank_zero_only.rank != 0 or not log.is_file():
+    if not rank_zero() or not log.is_file():
         return None
     aside = log.with_suffix(_EARLIER)
     if aside.is_file():  # a previous resume that did not get to restore: that file is the older record

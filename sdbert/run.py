@@ -6,6 +6,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sdbert.errors import RunDirInUse, SdbertError, disk_full_error
 from sdbert.io import write_json
 from sdbert.module import STRATEGY_STATE_KEY, SelfDistillationModule
 from sdbert.paths import PREDICTIONS_DIR, SUMMARY_FILE
-from sdbert.rundir import check_fresh, run_lock
+from sdbert.rundir import check_fresh, rank_zero, run_lock
 from sdbert.spec import RunSpec
 from sdbert.summary import print_summary
 from sdbert.timing import StageTimer
@@ -32,7 +33,7 @@ def _best_score(ckpt: Any) -> float | None:
     return round(float(score), 6) if score is not None else None
 
 
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in metrics.items()}
 
 
@@ -50,7 +51,8 @@ def _best_epoch(ckpt: Any) -> int | None:
 
 def _saved_val(trainer: L.Trainer) -> dict[str, float]:
     """The last validation metrics kept in the checkpoint (a run resumed after its last validation)."""
-    kept = [cb.last_val for cb in trainer.callbacks if isinstance(cb, resume.RunIdentity)]
+    # Lightning's callback connector sets Trainer.callbacks; the class does not declare it
+    kept = [cb.last_val for cb in trainer.callbacks if isinstance(cb, resume.RunIdentity)]  # type: ignore[attr-defined]
     return _scalars(kept[0]) if kept else {}
 
 
@@ -109,7 +111,7 @@ def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
 
     A W&B run (``logger=wandb``) is finished before this returns or raises, so every Hydra job of a
     sweep is its own run. With ``resume`` set the run continues (see :func:`sdbert.resume.prepare`); a
-    run stopped by a signal writes ``"status": "interrupted"`` and raises :class:`~sdbert.resume.RunInterrupted`.
+    run stopped by a signal writes ``"status": "interrupted"`` and raises :class:`~sdbert.signals.RunInterrupted`.
     """
     start = time.perf_counter()
     cfg, ckpt_path, finished = resume.prepare(cfg)
@@ -119,8 +121,9 @@ def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     trainer: L.Trainer | None = None
     # continuing in its own folder: keep the CSV rows logged before the checkpoint (the logger deletes them)
-    in_place = bool(ckpt_path) and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve())
-    resumed_step = resume.checkpoint_step(ckpt_path) if in_place else None
+    in_place_ckpt = ckpt_path if ckpt_path and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve()) else None
+    in_place = in_place_ckpt is not None
+    resumed_step = resume.checkpoint_step(in_place_ckpt) if in_place_ckpt is not None else None
     start -= resume.time_spent(output_dir) if in_place else 0.0  # wall_time_s is the whole run's
     earlier_log = resume.set_aside_log(output_dir) if in_place else None
     check_fresh(output_dir, ckpt_path)  # before the lock: a folder of another run gets nothing written
@@ -132,7 +135,7 @@ def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
                 summary = _fit_and_test(cfg, spec, datamodule, module, trainer, start, ckpt_path)
             if hooks is not None:
                 hooks.after_test(cfg, summary)
-    except resume.RunInterrupted as stop:
+    except signals.RunInterrupted as stop:
         loggers.finish_failed(trainer.loggers if trainer is not None else [])
         _rank_zero_write(output_dir / SUMMARY_FILE, {
             "status": "interrupted", "error": str(stop), "checkpoint": stop.checkpoint,
@@ -151,9 +154,7 @@ def train(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
 
 def _rank_zero_write(path: Path, payload: dict[str, Any]) -> None:
     """metrics.json is the run's, written once (by global rank 0 under data parallelism)."""
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    if rank_zero_only.rank == 0:
+    if rank_zero():
         write_json(path, payload)
 
 
@@ -216,7 +217,7 @@ def main_job(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any] |
     output_dir = Path(cfg.paths.output_dir)
     try:
         summary = train(cfg, hooks)
-    except resume.RunInterrupted as stop:
+    except signals.RunInterrupted as stop:
         # never "finished": a scheduler must see a stopped job (and a sweep stops with it)
         print(f"sdbert: {stop}; continue with resume={cfg.paths.output_dir}", file=sys.stderr)
         raise SystemExit(stop.exit_code) from None
@@ -237,9 +238,7 @@ def main_job(cfg: DictConfig, hooks: RunHooks | None = None) -> dict[str, Any] |
         if multirun:
             return None
         raise SystemExit(1) from None
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    if rank_zero_only.rank == 0:
+    if rank_zero():
         print_summary(summary)
     return summary
 

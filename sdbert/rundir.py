@@ -148,7 +148,7 @@ class RunDir:
     def overrides(self) -> list[str]:
         """The command-line overrides the run was started with."""
         path = self.path / OVERRIDES_FILE
-        return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []  # type: ignore[union-attr]
+        return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
 
     @cached_property
     def summary(self) -> RunSummary:
@@ -225,11 +225,12 @@ LOCK_FILE = ".sdbert.lock"
 _HELD: dict[Path, tuple[int, int]] = {}
 
 
-def _rank_zero() -> bool:
-    """Whether this process is rank 0 (ranks >= 1 of a data-parallel run share rank 0's folder and lock)."""
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+def rank_zero() -> bool:
+    """Whether this process is global rank 0 (ranks >= 1 of a data-parallel run share rank 0's folder and
+    lock). Lightning sets ``rank_zero_only.rank`` on import; it is an attribute its type does not declare."""
+    from lightning.pytorch.utilities import rank_zero_only
 
-    return getattr(rank_zero_only, "rank", 0) == 0
+    return int(getattr(rank_zero_only, "rank", 0)) == 0
 
 
 def acquire_run_lock(folder: str | os.PathLike[str]) -> bool:
@@ -238,7 +239,7 @@ def acquire_run_lock(folder: str | os.PathLike[str]) -> bool:
     was taken (False on ranks >= 1 and where the filesystem has no locks)."""
     import fcntl
 
-    if not _rank_zero():
+    if not rank_zero():
         return False
     key = Path(folder).resolve()
     if key in _HELD:
@@ -301,7 +302,7 @@ except ImportError:  # pragma: no cover
     Callback = object  # type: ignore[assignment,misc]
 
 
-class FreshRunDir(Callback):  # type: ignore[misc,valid-type]
+class FreshRunDir(Callback):
     """Hydra callback (conf/hydra/default.yaml): refuse a run whose folder holds another run, or is locked
     by one still going (:func:`run_lock`; this process then holds the lock until it ends).
 

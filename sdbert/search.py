@@ -105,7 +105,7 @@ def trials(sweep_dir: Path, metric: str) -> list[dict[str, Any]]:
     """One dict per job directory of ``sweep_dir`` (numbered subfolders), in job order."""
     from sdbert.analysis.rundirs import RunDirError, load_run
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     for job in jobs:
         try:

@@ -33,7 +33,8 @@ class StageTimer(L.Callback):
     @staticmethod
     def of(trainer: L.Trainer) -> StageTimer | None:
         """The trainer's StageTimer, or None when it has none."""
-        return next((cb for cb in trainer.callbacks if isinstance(cb, StageTimer)), None)
+        # Lightning's callback connector sets Trainer.callbacks; the class does not declare it
+        return next((cb for cb in trainer.callbacks if isinstance(cb, StageTimer)), None)  # type: ignore[attr-defined]
 
     def _start(self, stage: str) -> None:
         self._close_save()

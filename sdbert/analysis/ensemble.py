@@ -236,6 +236,7 @@ def build_ensembles(
             entry["avg/acc"] = round(averaged[test_name]["acc"], 6)
             entry["avg/err"] = round(100.0 - averaged[test_name]["acc"], 6)
         tests[test_name] = entry
+    member_checkpoints: Sequence[Path | None] = checkpoints or [None] * len(runs)
     summary: dict[str, Any] = {
         "status": "ok",
         "k": len(runs),
@@ -246,7 +247,7 @@ def build_ensembles(
         "members": [
             {"path": str(run.path), "seed": run.seed, "data_seed": run.data_seed,
              **({"checkpoint": str(ckpt)} if avg else {})}
-            for run, ckpt in zip(runs, checkpoints or [None] * len(runs), strict=True)
+            for run, ckpt in zip(runs, member_checkpoints, strict=True)
         ],
         "checkpoint": checkpoint if avg else None,
         "test": tests,

@@ -88,7 +88,8 @@ def describe_strategy(node: dict[str, Any]) -> Description:
     except Exception as err:
         target = str(node.get("_target_", "?"))
         try:
-            name = str(get_class(target).name)
+            strategy_class: Any = get_class(target)  # any strategy class, from sdbert or not
+            name = str(strategy_class.name)
         except Exception:
             name = target.rsplit(".", 1)[-1].lower()
         keys = {k: v for k, v in node.items() if not k.startswith("_")}
@@ -144,8 +145,8 @@ class Run:
         with open_dict(cfg):
             if "paths" in cfg:
                 cfg.paths.output_dir = str(self.path)
-            for key in ("hydra", "logger", "callbacks"):  # where they log does not matter here
-                cfg.pop(key, None)
+            for dropped in ("hydra", "logger", "callbacks"):  # where they log does not matter here
+                cfg.pop(dropped, None)
         unresolved = OmegaConf.to_container(cfg, resolve=False)
         assert isinstance(unresolved, dict)
         out: dict[str, Any] = {}

@@ -229,7 +229,8 @@ def compare_runs(runs: Sequence[Run], base: Sequence[Run], test_name: str, *, n_
         raise SignificanceError(f"no finished runs to pair on '{test_name}' ({len(runs)} vs {len(base)} BASE)")
     pairs, pairing = pair_runs(runs, base)
     reference: tuple[Run, np.ndarray] | None = None
-    wrong, base_wrong = [], []
+    wrong: list[np.ndarray] = []
+    base_wrong: list[np.ndarray] = []
     for run, base_run in pairs:
         for target, who in ((wrong, run), (base_wrong, base_run)):
             mistakes, labels = _wrong(who, test_name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,7 @@ def describe_difference(a: Run, b: Run) -> str:
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         return text if len(text) <= 60 else text[:57] + "..."
 
-    checks = [
+    checks: list[tuple[str, Callable[[Run], Any]]] = [
         ("model", lambda r: r.identity.get("model.name_or_path")),
         ("dataset", lambda r: r.dataset),
         ("label set (dataset.label_names)", lambda r: r.label_names),

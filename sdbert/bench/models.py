@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from sdbert.classifier import SequenceClassifier
 
-GEOMETRIES: dict[str, dict[str, int]] = {
+
+class Geometry(TypedDict):
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+
+
+GEOMETRIES: dict[str, Geometry] = {
     "bert-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
     "minilm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
     "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128},
@@ -23,7 +31,8 @@ def random_bert(
     """
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(
+    # num_labels goes to the config's __post_init__ (**kwargs), which the dataclass signature does not show
+    config = BertConfig(  # type: ignore[call-arg]
         vocab_size=vocab_size, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
         classifier_dropout=dropout, num_labels=num_labels, **GEOMETRIES[geometry],
     )

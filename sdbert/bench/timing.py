@@ -38,7 +38,7 @@ class StageTimer(L.Callback):
         if timer is not None:
             self.report(trainer, timer)
 
-    def report(self, trainer: L.Trainer, timer: timing.StageTimer) -> dict[str, float]:
+    def report(self, trainer: L.Trainer, timer: timing.StageTimer) -> dict[str, float | None]:
         from sdbert.io import write_json
 
         in_run = time.perf_counter() - timer.start

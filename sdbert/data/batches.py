@@ -4,7 +4,7 @@ order (by length), and per-batch padding."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -161,7 +161,7 @@ def token_lengths(data: Any) -> list[int]:
     try:
         import pyarrow.compute as pc
 
-        return pc.list_value_length(data.with_format("arrow")["input_ids"]).to_pylist()
+        return cast("list[int]", pc.list_value_length(data.with_format("arrow")["input_ids"]).to_pylist())
     except (AttributeError, TypeError, KeyError):
         return [len(ids) for ids in data["input_ids"]]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -32,6 +32,8 @@ class TextClassificationDataModule(L.LightningDataModule):
     ``cache_dir``, which the run passes. ``tokenizer`` is a name or path resolved by
     :func:`sdbert.sources.models.load_tokenizer` (an already loaded tokenizer object is accepted too).
     """
+
+    name: str  # LightningDataModule declares it optional; this one always has one
 
     def __init__(
         self,
@@ -185,7 +187,7 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     @property
     def test_datasets(self) -> dict[str, Any]:
-        return self._built(self._tests, "the test sets", "test")
+        return cast("dict[str, Any]", self._built(self._tests, "the test sets", "test"))
 
     # ----------------------------------------------------------------- lightning hooks
 
@@ -216,7 +218,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         if want_test and self._tests is None:
             self._tests = {key: self._tokenized(key, self.rows.test(key, raw)) for key, raw in self.test_splits.items()}
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[Any]:
         """The data_seed order, this rank's share of it under data parallelism, resumable mid-epoch.
 
         A torchdata ``StatefulDataLoader``: Lightning saves its position in every checkpoint and restores
@@ -248,17 +250,17 @@ class TextClassificationDataModule(L.LightningDataModule):
             return 1, 0
         return int(trainer.world_size), int(trainer.global_rank)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[Any]:
         return self._loader(self.val_dataset, self.eval_batch_size, sampler=by_length(self.val_dataset))
 
-    def test_dataloader(self) -> list[DataLoader]:
+    def test_dataloader(self) -> list[DataLoader[Any]]:
         return [
             self._loader(ds, self.eval_batch_size, sampler=by_length(ds)) for ds in self.test_datasets.values()
         ]
 
     def _loader(
         self, data: Any, batch_size: int, sampler: Sampler[int] | list[int] | None = None, stateful: bool = False
-    ) -> DataLoader:
+    ) -> DataLoader[Any]:
         from torchdata.stateful_dataloader import StatefulDataLoader
 
         return (StatefulDataLoader if stateful else DataLoader)(

@@ -9,6 +9,7 @@ so an interrupted run never leaves a half-file that a later run would trust.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -209,19 +210,25 @@ def _safe_relative(name: str, prefix: str) -> PurePosixPath | None:
     return rel
 
 
-def _iter_members(archive: Path) -> Iterator[tuple[str, bool, Callable[[], IO[bytes]] | None]]:
-    """(name, is_file, opener) for each regular file or directory; links and devices are skipped."""
+def _extract_file(tf: tarfile.TarFile, info: tarfile.TarInfo) -> IO[bytes]:
+    fh = tf.extractfile(info)
+    assert fh is not None  # a regular file
+    return fh
+
+
+def _iter_members(archive: Path) -> Iterator[tuple[str, Callable[[], IO[bytes]] | None]]:
+    """(name, opener) for each regular file, (name, None) for each directory; links and devices are skipped."""
     if _is_zip(archive):
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                yield info.filename, not info.is_dir(), (lambda i=info: zf.open(i))
+            for zinfo in zf.infolist():
+                yield zinfo.filename, None if zinfo.is_dir() else functools.partial(zf.open, zinfo)
     else:
         with tarfile.open(archive, "r:*") as tf:
-            for info in tf:
-                if info.isfile():
-                    yield info.name, True, (lambda i=info: tf.extractfile(i))
-                elif info.isdir():
-                    yield info.name, False, None
+            for tinfo in tf:
+                if tinfo.isfile():
+                    yield tinfo.name, functools.partial(_extract_file, tf, tinfo)
+                elif tinfo.isdir():
+                    yield tinfo.name, None
 
 
 def extract_tree(archive: Path, prefix: str, dest: Path) -> Path:
@@ -238,14 +245,14 @@ def extract_tree(archive: Path, prefix: str, dest: Path) -> Path:
     with staged_dir(dest, replace=False) as tmp:
         found = 0
         root = tmp.resolve()
-        for name, is_file, opener in _iter_members(archive):
+        for name, opener in _iter_members(archive):
             rel = _safe_relative(name, prefix)
             if rel is None:
                 continue
             out = (tmp / rel).resolve()
             if root not in out.parents:
                 raise SourceError(f"archive member '{name}' escapes its folder; refusing to extract {archive}")
-            if not is_file:
+            if opener is None:
                 out.mkdir(parents=True, exist_ok=True)
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -285,8 +292,8 @@ def read_members(archive: Path, prefix: str) -> dict[str, bytes]:
     Thousands of small files (BBC News) would otherwise re-read the zip directory per file.
     """
     out: dict[str, bytes] = {}
-    for name, is_file, opener in _iter_members(Path(archive)):
-        if is_file and opener is not None and name.startswith(prefix):
+    for name, opener in _iter_members(Path(archive)):
+        if opener is not None and name.startswith(prefix):
             with opener() as fh:
                 out[name] = fh.read()
     return out

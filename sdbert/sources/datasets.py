@@ -107,7 +107,8 @@ def _json_kind(value: Any) -> str | None:
         return "boolean"
     if isinstance(value, (int, float)):
         return "number"
-    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+    kinds: dict[type, str] = {str: "string", list: "list", dict: "object"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _jsonl_problem(path: Path) -> str | None:
@@ -197,7 +198,9 @@ def _cache_problem(err: BaseException | None, ds: Any, cache_folder: Path) -> st
         bad = broken_arrow_file(cache_folder)
         return f"{short}" + (f" ({bad} is truncated)" if bad else "")
     bad = broken_arrow_file(cache_folder)
-    return f"file {bad} is truncated or corrupt ({_cause(err)})" if bad else None
+    if not bad:
+        return None
+    return f"file {bad} is truncated or corrupt" + (f" ({_cause(err)})" if err is not None else "")
 
 
 def writable(folder: Path) -> bool:

@@ -11,7 +11,7 @@ recorded with θ_t before each optimizer step, so the teacher at step t is built
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +73,7 @@ class ExponentialMovingAverage(TeacherStrategy):
             return None
         assert self.teacher is not None
         with torch.no_grad(), _mode(self.teacher, self.teacher_dropout):
-            return self.teacher(**inputs)
+            return cast(Tensor, self.teacher(**inputs))
 
     def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
         assert self.teacher is not None, "setup() was not called"

@@ -12,9 +12,9 @@ and ``distill_warmup=w`` raises λ linearly from 0 over the first fraction w of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ from sdbert.strategies.interface import (
 
 
 @contextmanager
-def _mode(model: nn.Module, training: bool):
+def _mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
     """Run ``model`` in train (dropout on) or eval mode, then restore its mode."""
     was = model.training
     model.train(training)
@@ -161,7 +161,7 @@ class SelfDistillationAveraged(_SelfDistillation):
             return None
         assert self.teacher is not None
         with torch.no_grad(), _mode(self.teacher, self.teacher_dropout):
-            return self.teacher(**inputs)
+            return cast(Tensor, self.teacher(**inputs))
 
     def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
         assert self.teacher is not None, "setup() was not called"
@@ -290,7 +290,7 @@ class SelfDistillationVoted(_SelfDistillation):
                 params = dict(zip(self._names, self.ring.stacked(), strict=True))
 
                 def one(snapshot: dict[str, Tensor]) -> Tensor:
-                    return functional_call(model, snapshot, (), dict(inputs))
+                    return cast(Tensor, functional_call(model, snapshot, (), dict(inputs)))
 
                 return vmap(one, randomness="different")(params)
             return torch.stack(

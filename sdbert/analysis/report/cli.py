@@ -28,6 +28,8 @@ def runs_csv(runs: Sequence[Run]) -> str:
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=fields)
     writer.writeheader()
+    seed: int | str
+    data_seed: int | str
     for run in runs:
         try:
             name, label, keys = run.method.name, run.method.label, json.dumps(dict(run.method.keys), sort_keys=True)
