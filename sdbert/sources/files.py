@@ -113,7 +113,8 @@ def _kind(value: Any, from_csv: bool) -> str:
         return "integer"
     if isinstance(value, float):
         return "number"
-    return {str: "text", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "text", list: "list", dict: "object"}
+    return names.get(type(value), type(value).__name__)
 
 
 PLURAL = {"integer": "integers", "number": "numbers", "boolean": "booleans", "list": "lists", "object": "objects"}
