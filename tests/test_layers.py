@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "module": 4, "spec": 4, "progress": 4, "timing": 4,
     "callbacks": 5, "loggers": 5, "resume": 5,
     "factory": 6, "summary": 6,
-    "console": 1,
+    "console": 1, "textio": 1,
     "run": 7, "sweep": 7, "trained": 7,
     "analysis": 8, "export": 8, "predict": 8, "bench": 8,
     "search": 9,
