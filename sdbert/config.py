@@ -73,6 +73,18 @@ def _config_subdir(resume: Any, output_dir: str) -> str:
     return ".hydra"
 
 
+def _output_dir() -> str:
+    """``${sdbert_output_dir:}``: the job's folder, Hydra's ``hydra.runtime.output_dir`` in a run. Printing the
+    config (``--cfg job --resolve``) runs no job, so there it is the folder a run would get, ``hydra.run.dir``
+    made absolute as Hydra makes it."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    return str(OmegaConf.select(hydra, "runtime.output_dir") or os.path.abspath(hydra.run.dir))
+
+
 def register_resolvers() -> None:
     """Idempotent: safe to call from tests, train.py and the package import alike."""
     if not OmegaConf.has_resolver("paper_k"):
@@ -85,6 +97,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sdbert_run_dir", _run_dir)
     if not OmegaConf.has_resolver("sdbert_config_subdir"):
         OmegaConf.register_new_resolver("sdbert_config_subdir", _config_subdir)
+    if not OmegaConf.has_resolver("sdbert_output_dir"):
+        OmegaConf.register_new_resolver("sdbert_output_dir", _output_dir)
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:

@@ -176,7 +176,15 @@ class WandbLogger(_LightningWandbLogger):
         console: WandbConsole = "auto",
         **kwargs: Any,
     ) -> None:
-        import wandb
+        try:
+            import wandb
+        except ModuleNotFoundError as err:
+            if err.name != "wandb":
+                raise
+            raise ConfigError(
+                "logger=wandb needs the wandb package, which is not installed: pip install wandb "
+                "(or log to CSV only: logger=csv)"
+            ) from None
 
         self.mode, self.mode_reason = resolve_mode(mode)
         if log_model not in (True, False):

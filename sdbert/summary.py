@@ -6,6 +6,7 @@ from typing import Any
 
 from sdbert.loggers import wandb_hint
 from sdbert.strategies.description import SUMMARY_KEY, Description
+from sdbert.table import format_table
 
 SUMMARY_COLUMNS = ("dataset", "model", "method", "test acc (%)", "best epoch", "wall time", "output directory")
 
@@ -47,12 +48,9 @@ def format_time_split(summary: dict[str, Any]) -> str | None:
 
 
 def format_summary_table(summaries: list[dict[str, Any]]) -> str:
-    """A plain-text table (no truncation, no colour: it ends up in log files) of finished runs."""
-    rows = [list(SUMMARY_COLUMNS), *(summary_row(s) for s in summaries)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(SUMMARY_COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """A plain-text table of finished runs within 80 columns (:func:`sdbert.table.format_table`: a column
+    that does not fit, such as a long output directory, follows the table on its own line, not cut)."""
+    return format_table(SUMMARY_COLUMNS, [summary_row(s) for s in summaries])
 
 
 def print_summary(summary: dict[str, Any]) -> None:

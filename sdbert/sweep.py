@@ -2,8 +2,9 @@
 
 Registered in conf/hydra/default.yaml. At the end of ``python train.py -m ...`` it reads each job's
 folder under the sweep directory (so it works with any launcher, jobs in other processes included),
-prints one row per job (number, status, reported test accuracy, overrides, folder) and the error of
-each failed one, and exits with status 1 when any job failed or left no result.
+prints one row per job (its folder under the sweep directory, status, reported test accuracy, model,
+overrides; within 80 columns, :func:`sdbert.table.format_table`) and the error of each failed one, and
+exits with status 1 when any job failed or left no result.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdbert.paths import OVERRIDES_FILE
 from sdbert.rundir import RunDir
+from sdbert.table import format_table
 
 try:
     from hydra.experimental.callback import Callback
 except ImportError:  # pragma: no cover
     Callback = object  # type: ignore[assignment,misc]
 
-COLUMNS = ("job", "status", "test acc (%)", "model", "overrides", "folder")
+#: ``job``: the job's folder under the sweep directory (which the line above the table names)
+COLUMNS = ("job", "status", "test acc (%)", "model", "overrides")
 
 
 @dataclass(frozen=True)
@@ -75,21 +78,19 @@ def sweep_jobs(sweep_dir: str | Path) -> list[JobResult]:
 
 
 def format_jobs(jobs: list[JobResult]) -> str:
-    """A plain-text table of the jobs, then one ``failed: <folder>: <error>`` line per failed job."""
-    rows = [list(COLUMNS)] + [
+    """A plain-text table of the jobs within 80 columns, then one ``failed: <folder>: <error>`` line per
+    failed job."""
+    rows = [
         [
             job.folder.name,
             job.status,
             f"{job.test_acc:.2f}" if job.test_acc is not None else "-",
             job.model or "-",
             job.overrides or "-",
-            str(job.folder),
         ]
         for job in jobs
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = [format_table(COLUMNS, rows)]
     failed = [job for job in jobs if not job.ok]
     n_ok = len(jobs) - len(failed)
     lines.append(f"{n_ok} of {len(jobs)} jobs ok" + (f", {len(failed)} failed:" if failed else ""))

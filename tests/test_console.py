@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,8 +118,14 @@ def test_no_third_party_deprecation_warning_from_every_run():
     assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]
 
 
-def test_cfg_job_resolve_shows_the_resolved_k():
+def test_cfg_job_resolve_shows_the_resolved_k_and_the_run_folder():
     proc = subprocess.run([sys.executable, "train.py", "strategy=sdv", "dataset=imdb", "--cfg", "job", "--resolve"],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^teacher_size: 5$", proc.stdout, re.M)  # Table 2: SDV on IMDb, K = 5
+    # the folder a run would get (hydra.run.dir, made absolute as a run makes it), not None/checkpoints
+    run = re.search(r"^  output_dir: (.*)$", proc.stdout, re.M)
+    assert run and re.fullmatch(rf"{re.escape(str(ROOT))}/logs/train/runs/\S+_sdv-K5_imdb_seed42_[0-9a-f]{{6}}",
+                                run[1]), proc.stdout
+    assert f"dirpath: {run[1]}/checkpoints" in proc.stdout and "None" not in proc.stdout
+    assert not Path(run[1]).exists()  # printing the config starts no run

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sdbert"
 
 #: module (dotted, without ``sdbert.``) or folder prefix -> layer; lower layers never import higher ones.
 LAYERS: dict[str, int] = {
-    "errors": 0, "paths": 0, "io": 0, "paper": 0, "provenance": 0,
+    "errors": 0, "paths": 0, "io": 0, "paper": 0, "provenance": 0, "table": 0,
     "config": 1, "sources": 1, "checkpointing": 1, "signals": 1,
     "data": 2, "classifier": 2, "recipe": 2, "averaging": 2, "checks": 2, "rundir": 2,
     "strategies": 3,

@@ -144,6 +144,16 @@ def test_wandb_identity_names_and_tags(make_cfg):
 
 
 # -- one offline run, read back --------------------------------------------------------------------
+def test_logger_wandb_without_the_package_says_how_to_install_it_or_log_to_csv(make_cfg, monkeypatch):
+    from sdbert.factory import instantiate_group
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` fails as it does where wandb is not installed
+    with pytest.raises(ConfigError) as err:
+        instantiate_group(make_cfg("logger=wandb").logger)
+    message = str(err.value)
+    assert "pip install wandb" in message and "logger=csv" in message and "\n" not in message
+
+
 def test_offline_run_under_run_dir_with_expected_history_and_summary(make_cfg, no_credentials, capsys):
     import wandb
 
@@ -317,16 +327,20 @@ def test_summary_table_has_the_expected_columns(capsys):
             "wall_time_s": 65.2,
             "test": {"test_matched/acc": 84.1, "test_mismatched/acc": 84.5}, "output_dir": "/r/m"}
     table = format_summary_table([sda, mnli]).splitlines()
-    assert table[0].split("  ")[0] == "dataset"
-    for col in SUMMARY_COLUMNS:
-        assert col in table[0]
-    assert re.split(r"\s{2,}", table[2])[:3] == ["snli", "minilm", "SDA (K=2)"]
-    assert table[2].split()[4:] == ["87.12", "2/3", "1h02m", long_dir]  # not truncated
+    # an 80-column terminal: MNLI's two test accuracies leave no room for the best epoch and the directory
+    assert re.split(r"\s{2,}", table[0]) == ["dataset", "model", "method", "test acc (%)", "wall time"]
+    assert set(SUMMARY_COLUMNS) - set(re.split(r"\s{2,}", table[0])) == {"best epoch", "output directory"}
+    assert re.split(r"\s{2,}", table[2]) == ["snli", "minilm", "SDA (K=2)", "87.12", "1h02m"]
     assert "test_matched 84.10, test_mismatched 84.50" in table[3] and "1m05s" in table[3]
+    assert all(len(line) <= 80 for line in table[:4])
+    # the columns that do not fit follow the table, one line per run and column, not cut
+    assert table[4:] == ["dataset snli · best epoch: 2/3", f"dataset snli · output directory: {long_dir}",
+                         "dataset mnli · best epoch: -", "dataset mnli · output directory: /r/m"]
     print_summary(sda)
     printed = capsys.readouterr().out.strip().splitlines()
-    assert printed[0].split() == table[0].split() and printed[2].split() == table[2].split()
-    assert len(printed) == 3  # no W&B line without a W&B run
+    assert re.split(r"\s{2,}", printed[2]) == ["snli", "minilm", "SDA (K=2)", "87.12", "2/3", "1h02m"]
+    assert printed[3] == f"output directory: {long_dir}"
+    assert len(printed) == 4  # no W&B line without a W&B run
 
 
 def test_the_time_line_under_the_table_splits_the_wall_time_within_80_columns(capsys):
