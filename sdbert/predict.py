@@ -178,10 +178,8 @@ def _exported(path: Path, which: str, device: Any) -> Predictor:
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     quiet_transformers()
     pipe = pipeline("text-classification", model=str(path), device=device)
-    # transformers turns id2label's keys into ints when it loads a config
-    id2label = cast("dict[int, str] | None", pipe.model.config.id2label)
-    if id2label is None:
-        raise PredictError(f"{path}/config.json names no labels (id2label); export the run again with sdbert-export")
+    # a loaded config always has id2label, its keys turned into ints (num_labels is its length)
+    id2label = cast("dict[int, str]", pipe.model.config.id2label)
     labels = [id2label[i] for i in range(len(id2label))]
     return ExportedPredictor(labels, list(meta["text_fields"]), pipe)
 

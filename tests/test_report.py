@@ -284,3 +284,11 @@ def test_epoch_test_evaluation_logs_the_test_error_and_leaves_training_alone(tmp
     plain, _, _ = _fit(tmp_path / "b", [])
     for a, b in zip(module.model.parameters(), plain.model.parameters(), strict=True):
         assert torch.equal(a, b)  # the extra test passes change nothing in training
+
+
+def test_epoch_test_evaluation_names_a_module_it_cannot_evaluate():
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=1)  # the last epoch: it evaluates
+    with pytest.raises(TypeError, match="EpochTestEvaluation evaluates a SelfDistillationModule, not LightningModule"):
+        EpochTestEvaluation().on_train_epoch_end(trainer, L.LightningModule())
