@@ -4,8 +4,8 @@ The teacher at step t is built from θ_{t−1} … θ_{t−K} (never θ_t): SDA 
 (eq. 6), SDV averages the logits of those K snapshots (eq. 7). With fewer than K previous steps the
 teacher uses those available; at t = 0 there is no teacher and no distillation term.
 
-Two departures from the paper, off by default, for stabilising a teacher without dropout (issue 10,
-docs/experiments.md "The teacher's mode"): ``distill_target=probabilities`` replaces the MSE of the
+Two departures from the paper, off by default, for stabilising a teacher without dropout
+(docs/experiments.md "The teacher's mode"): ``distill_target=probabilities`` replaces the MSE of the
 logits by KL(teacher ‖ student) of the softmax outputs (Hinton et al.'s distillation at temperature 1),
 and ``distill_warmup=w`` raises λ linearly from 0 over the first fraction w of the optimizer steps.
 """
@@ -220,12 +220,10 @@ def parse_batched(value: Any) -> bool | None:
 def batch_by_default(device: torch.device) -> bool:
     """``batched_teachers=auto``: batched on CUDA, sequential elsewhere (BENCHMARKS.md section 1).
 
-    On a GPU one vmapped pass keeps the device busy where K small passes leave it waiting (the issue
-    measured 2.6× at BERT-base seq 128 on an H200). On the idle 2-core CPU the vmapped pass was slower
-    (MiniLM, K = 5, batch 16: 1,758 against 1,490 ms per training step at the main job's SNLI lengths;
-    5.3–6.0 against 4.2–4.9 s at full 128-token sequences): CPU attention has no vmap batching rule, so
-    torch loops over the snapshots there anyway, on top of the batching overhead. Devices without a
-    measurement (MPS, XLA, ...) keep the sequential passes too.
+    On a GPU one vmapped pass keeps the device busy where K small passes leave it waiting; on a CPU the
+    vmapped pass is slower (BENCHMARKS.md section 1 has both measurements): CPU attention has no vmap
+    batching rule, so torch loops over the snapshots there anyway, on top of the batching overhead.
+    Devices without a measurement (MPS, XLA, ...) keep the sequential passes too.
     """
     return device.type == "cuda"
 
