@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import secrets
-from typing import Any
+from typing import Any, cast
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 def _paper_teacher_size(dataset: str, strategy_target: str) -> int | str:
@@ -81,8 +81,9 @@ def _output_dir() -> str:
 
     from hydra.core.hydra_config import HydraConfig
 
-    hydra = HydraConfig.get()
-    return str(OmegaConf.select(hydra, "runtime.output_dir") or os.path.abspath(hydra.run.dir))
+    hydra = HydraConfig.get()  # a DictConfig at run time (typed as its structured schema)
+    output_dir = OmegaConf.select(cast(DictConfig, hydra), "runtime.output_dir")  # None while unset ("???")
+    return str(output_dir or os.path.abspath(hydra.run.dir))
 
 
 def register_resolvers() -> None:

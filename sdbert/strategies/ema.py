@@ -11,14 +11,13 @@ recorded with θ_t before each optimizer step, so the teacher at step t is built
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from sdbert.errors import ConfigError
-from sdbert.strategies.interface import REPORTED, Inputs, TeacherStrategy, frozen_copy, parameters_of
-from sdbert.strategies.self_distillation import _mode
+from sdbert.strategies.interface import REPORTED, AveragedTeacher, TeacherStrategy, frozen_copy, parameters_of
 
 
 def parse_decay(value: Any) -> float:
@@ -32,7 +31,7 @@ def parse_decay(value: Any) -> float:
     return decay
 
 
-class ExponentialMovingAverage(TeacherStrategy):
+class ExponentialMovingAverage(AveragedTeacher, TeacherStrategy):
     """EMA: the teacher is a frozen copy of the model whose parameters are the moving average θ̄."""
 
     name: ClassVar[str] = "ema"
@@ -62,28 +61,6 @@ class ExponentialMovingAverage(TeacherStrategy):
         else:
             torch._foreach_lerp_(self._teacher, self._student, 1.0 - self.decay)
         self.count += 1
-
-    def teacher_parameters(self) -> list[Tensor]:
-        """θ̄ as it stands for the next step (for tests and inspection)."""
-        assert self.teacher is not None
-        return parameters_of(self.teacher)
-
-    def teacher_logits(self, model: nn.Module, inputs: Inputs) -> Tensor | None:
-        if self.distill_weight == 0 or not self.has_teacher:
-            return None
-        assert self.teacher is not None
-        with torch.no_grad(), _mode(self.teacher, self.teacher_dropout):
-            return cast(Tensor, self.teacher(**inputs))
-
-    def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
-        assert self.teacher is not None, "setup() was not called"
-        if not extras:
-            return {REPORTED: model(**inputs)}
-        with _mode(self.teacher, False):
-            return {REPORTED: model(**inputs), "teacher": self.teacher(**inputs)}
-
-    def eval_model(self, model: nn.Module, name: str = REPORTED) -> nn.Module | None:
-        return {REPORTED: model, "teacher": self.teacher}.get(name)
 
     def _state(self) -> dict[str, Any]:
         return {"count": self.count, "teacher": [t.detach().clone() for t in self._teacher]}

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,17 @@ Inputs = Mapping[str, Tensor]
 #: The key of the reported model in ``eval_logits`` (SE: the average; SDA/SDV: the student). Its metrics
 #: carry no model infix (``val/acc``); the other models' do (``val/teacher/acc``).
 REPORTED = "reported"
+
+
+@contextmanager
+def train_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """Run ``model`` in train (dropout on) or eval mode, then restore its mode."""
+    was = model.training
+    model.train(training)
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 def metric_key(stage: str, model_name: str, metric: str) -> str:
@@ -234,3 +246,40 @@ class Vanilla(TeacherStrategy):
 
     def __init__(self) -> None:
         super().__init__(distill_weight=0.0)
+
+
+class AveragedTeacher:
+    """The teacher of a strategy whose teacher is one set of parameters averaged over the student's past
+    steps (SDA's window or cumulative mean, EMA's moving average): a frozen copy of the model, ``teacher``,
+    that the strategy's ``before_optimizer_step`` writes. Mixed in before :class:`TeacherStrategy`; the
+    strategy defines ``has_teacher`` and how the average is kept."""
+
+    teacher: nn.Module | None = None
+    distill_weight: float
+    teacher_dropout: bool
+
+    @property
+    def has_teacher(self) -> bool:
+        raise NotImplementedError
+
+    def teacher_parameters(self) -> list[Tensor]:
+        """The teacher's parameters as they stand for the next step (for tests and inspection)."""
+        assert self.teacher is not None
+        return parameters_of(self.teacher)
+
+    def teacher_logits(self, model: nn.Module, inputs: Inputs) -> Tensor | None:
+        if self.distill_weight == 0 or not self.has_teacher:
+            return None
+        assert self.teacher is not None
+        with torch.no_grad(), train_mode(self.teacher, self.teacher_dropout):
+            return cast(Tensor, self.teacher(**inputs))
+
+    def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
+        assert self.teacher is not None, "setup() was not called"
+        if not extras:
+            return {REPORTED: model(**inputs)}
+        with train_mode(self.teacher, False):
+            return {REPORTED: model(**inputs), "teacher": self.teacher(**inputs)}
+
+    def eval_model(self, model: nn.Module, name: str = REPORTED) -> nn.Module | None:
+        return {REPORTED: model, "teacher": self.teacher}.get(name)

@@ -12,8 +12,7 @@ and ``distill_warmup=w`` raises λ linearly from 0 over the first fraction w of 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import torch
@@ -25,24 +24,14 @@ from sdbert.averaging import CumulativeMean, ParameterRing, WindowMean
 from sdbert.errors import ConfigError
 from sdbert.strategies.interface import (
     REPORTED,
+    AveragedTeacher,
     Inputs,
     TeacherStrategy,
     frozen_copy,
     parameters_of,
     parse_teacher_size,
+    train_mode,
 )
-
-
-@contextmanager
-def _mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
-    """Run ``model`` in train (dropout on) or eval mode, then restore its mode."""
-    was = model.training
-    model.train(training)
-    try:
-        yield model
-    finally:
-        model.train(was)
-
 
 #: ``distill_target`` values: what the distillation term compares
 DISTILL_TARGETS = ("logits", "probabilities")
@@ -121,7 +110,7 @@ class _SelfDistillation(TeacherStrategy):
         return super().qualifier(key, value)
 
 
-class SelfDistillationAveraged(_SelfDistillation):
+class SelfDistillationAveraged(AveragedTeacher, _SelfDistillation):
     """SDA: the teacher's parameters are the mean of the K previous optimizer steps' parameters.
 
     K = ``all`` keeps a cumulative mean of every previous step in O(1) extra memory; a finite K keeps a
@@ -150,28 +139,6 @@ class SelfDistillationAveraged(_SelfDistillation):
         assert self.average is not None and self.teacher is not None, "setup() was not called"
         self.average.push(self._student)
         self.average.write_mean(self._teacher)
-
-    def teacher_parameters(self) -> list[Tensor]:
-        """θ̄ of eq. (6) as it stands for the next step (for tests and inspection)."""
-        assert self.teacher is not None
-        return parameters_of(self.teacher)
-
-    def teacher_logits(self, model: nn.Module, inputs: Inputs) -> Tensor | None:
-        if self.distill_weight == 0 or not self.has_teacher:
-            return None
-        assert self.teacher is not None
-        with torch.no_grad(), _mode(self.teacher, self.teacher_dropout):
-            return cast(Tensor, self.teacher(**inputs))
-
-    def eval_logits(self, model: nn.Module, inputs: Inputs, extras: bool = True) -> dict[str, Tensor]:
-        assert self.teacher is not None, "setup() was not called"
-        if not extras:
-            return {REPORTED: model(**inputs)}
-        with _mode(self.teacher, False):
-            return {REPORTED: model(**inputs), "teacher": self.teacher(**inputs)}
-
-    def eval_model(self, model: nn.Module, name: str = REPORTED) -> nn.Module | None:
-        return {REPORTED: model, "teacher": self.teacher}.get(name)
 
     def _state(self) -> dict[str, Any]:
         assert self.average is not None
@@ -283,7 +250,7 @@ class SelfDistillationVoted(_SelfDistillation):
     def snapshot_logits(self, model: nn.Module, inputs: Inputs, training: bool) -> Tensor:
         """Logits of each held snapshot, shape ``(n, batch, classes)``, without gradient."""
         assert self.ring is not None
-        with torch.no_grad(), _mode(model, training):
+        with torch.no_grad(), train_mode(model, training):
             if self._batched:
                 params = dict(zip(self._names, self.ring.stacked(), strict=True))
 
