@@ -191,15 +191,73 @@ def console_pass(name: str, total: int, every_n_seconds: float = 30.0, stream: T
     return PlainPass(name, total, emit, every_n_seconds, n_examples)
 
 
+#: the short names and formats of the metrics a run shows on its bar; any other shows under its own key
+BAR_METRICS = {"train/loss": ("loss", ".3f"), "perf/samples_per_s": ("samples/s", ".1f")}
+#: the format of a float metric that :data:`BAR_METRICS` does not name (accuracies, in %)
+BAR_FORMAT = ".2f"
+#: the widest the Rich bar itself gets; narrower where the line would pass the terminal's width
+RICH_BAR_WIDTH = 40
+
+
+def bar_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics as a bar shows them (:data:`BAR_METRICS`; floats formatted, the rest as they are), short
+    enough that the training bar fits an 80-column terminal."""
+    import torch
+
+    shown: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name, fmt = BAR_METRICS.get(key, (key, BAR_FORMAT))
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        shown[name] = format(value, fmt) if isinstance(value, float) else value
+    return shown
+
+
 class RichBar(RichProgressBar):
-    """Lightning's Rich bar, with :class:`PassReporter` (a task per pass outside the loops)."""
+    """Lightning's Rich bar, with :class:`PassReporter` (a task per pass outside the loops), that fits an
+    80-column terminal: the metrics short (:func:`bar_metrics`) and one a line beside the bar, the bar as
+    wide as the line leaves (up to :data:`RICH_BAR_WIDTH`), time left instead of elapsed and left, no
+    batches/s (the ``samples/s`` metric says it)."""
+
+    def __init__(
+        self, refresh_rate: int = 100, leave: bool = False, console_kwargs: dict[str, Any] | None = None
+    ) -> None:
+        from lightning.pytorch.callbacks.progress.rich_progress import RichProgressBarTheme
+
+        super().__init__(refresh_rate=refresh_rate, leave=leave, console_kwargs=console_kwargs,
+                         theme=RichProgressBarTheme(metrics_text_delimiter="\n"))  # one metric a line
 
     def begin_pass(self, name: str, total: float, n_examples: int | None = None) -> PassProgress:
         return RichPass(self, name, total)
 
+    def configure_columns(self, trainer: L.Trainer) -> list[Any]:
+        from lightning.pytorch.callbacks.progress.rich_progress import BatchesProcessedColumn, CustomBarColumn
+        from rich.progress import TextColumn, TimeRemainingColumn
+        from rich.table import Column
+
+        return [
+            TextColumn("[progress.description]{task.description}", style=self.theme.description),
+            CustomBarColumn(
+                bar_width=None, complete_style=self.theme.progress_bar, finished_style=self.theme.progress_bar_finished,
+                pulse_style=self.theme.progress_bar_pulse, table_column=Column(max_width=RICH_BAR_WIDTH),
+            ),
+            BatchesProcessedColumn(style=self.theme.batch_progress),
+            TimeRemainingColumn(table_column=Column(style=self.theme.time)),
+        ]
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        return bar_metrics(super().get_metrics(trainer, pl_module))
+
 
 class TqdmBar(TQDMProgressBar):
-    """Lightning's tqdm bar, with :class:`PassReporter` (a validation-style bar per pass outside the loops)."""
+    """Lightning's tqdm bar, with :class:`PassReporter` (a validation-style bar per pass outside the loops),
+    that fits an 80-column terminal: batches done without the percentage, time left instead of elapsed and
+    left, no batches/s (the ``samples/s`` metric says it) and the metrics short (:func:`bar_metrics`)."""
+
+    BAR_FORMAT = "{desc}: {bar}| {n_fmt}/{total_fmt} [{remaining}{postfix}]"
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        return bar_metrics(super().get_metrics(trainer, pl_module))
 
     def begin_pass(self, name: str, total: float, n_examples: int | None = None) -> PassProgress:
         bar = self.init_validation_tqdm()

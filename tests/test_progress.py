@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -163,3 +164,44 @@ def test_a_run_reports_each_pass_and_splits_its_time(tmp_path, caplog: pytest.Lo
     split = summary["wall_time_split_s"]
     assert set(split) == set(STAGES) and split["training"] > 0 and split["validation"] > 0 and split["test"] > 0
     assert abs(sum(split.values()) - summary["wall_time_s"]) <= 0.4  # each rounded to 0.1 s
+
+
+#: the widest a run's bar metrics get: a 4-digit throughput, after the first validation
+BAR_METRICS = {"train/loss": torch.tensor(0.61234), "perf/samples_per_s": 1234.56, "val/acc": 87.1234}
+
+
+def test_the_rich_bar_fits_80_columns_with_every_metric_whole() -> None:
+    from lightning.pytorch.callbacks.progress.rich_progress import MetricsTextColumn
+    from rich.console import Console
+    from rich.progress import Progress
+
+    bar = progress.RichBar()
+    trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), sanity_checking=False, training=True,
+                              progress_bar_callback=bar)
+    console = Console(width=80, file=io.StringIO(), force_terminal=True, color_system=None)
+    # the display Lightning's bar builds: the bar's columns, then Lightning's metrics column with the bar's theme
+    metrics = MetricsTextColumn(trainer, bar.theme.metrics, bar.theme.metrics_text_delimiter, bar.theme.metrics_format)
+    display = Progress(*bar.configure_columns(trainer), metrics, console=console)
+    bar.train_progress_bar_id = display.add_task("Epoch 10/19", total=12345, completed=1234)
+    metrics.update(bar.get_metrics(SimpleNamespace(loggers=[], progress_bar_metrics=BAR_METRICS), None))
+    display.add_task("Validation", total=1563, completed=120)
+    console.print(display.make_tasks_table(display.tasks))
+    lines = [line.rstrip() for line in console.file.getvalue().splitlines()]
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines[0].startswith("Epoch 10/19 ━") and "1234/12345" in lines[0]
+    shown = [m[1] if (m := re.search(r"(\S+: \S+)$", line)) else line for line in lines[:3]]
+    assert shown == ["loss: 0.612", "samples/s: 1234.6", "val/acc: 87.12"]  # whole, one a line
+    assert len(lines) == 4 and lines[3].startswith("Validation")
+
+
+def test_the_tqdm_bar_fits_80_columns_with_every_metric_whole() -> None:
+    from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+    out = io.StringIO()
+    bar = Tqdm(total=12345, desc="Epoch 10", file=out, ncols=80, bar_format=progress.TqdmBar.BAR_FORMAT, mininterval=0)
+    bar.update(1234)
+    bar.set_postfix(progress.TqdmBar().get_metrics(SimpleNamespace(loggers=[], progress_bar_metrics=BAR_METRICS), None))
+    bar.close()
+    line = out.getvalue().split("\r")[-1].rstrip("\n")
+    assert len(line) <= 80 and line.startswith("Epoch 10:") and "1234/12345" in line
+    assert line.endswith(", loss=0.612, samples/s=1234.6, val/acc=87.12]"), line
