@@ -97,7 +97,7 @@ def format_jobs(jobs: list[JobResult]) -> str:
     return "\n".join(lines)
 
 
-class SweepReport(Callback):  # type: ignore[misc,valid-type]
+class SweepReport(Callback):
     """Hydra callback: the end-of-sweep table; exit status 1 when a job failed (conf/hydra/default.yaml)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
