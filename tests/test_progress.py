@@ -162,7 +162,9 @@ def test_a_run_reports_each_pass_and_splits_its_time(tmp_path, caplog: pytest.Lo
         assert any(line.startswith(f"{name} · done in ") and f"· 4 batches · {outcome} " in line for line in lines)
     summary = json.loads((run / "metrics.json").read_text())
     split = summary["wall_time_split_s"]
-    assert set(split) == set(STAGES) and split["training"] > 0 and split["validation"] > 0 and split["test"] > 0
+    # every stage is there; how long the tiny evaluation passes take (they may round to 0.0 s) is the
+    # fake-clock test's to check exactly
+    assert set(split) == set(STAGES) and all(v >= 0 for v in split.values()) and split["training"] > 0
     assert abs(sum(split.values()) - summary["wall_time_s"]) <= 0.4  # each rounded to 0.1 s
 
 
