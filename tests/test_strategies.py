@@ -55,6 +55,15 @@ def _run(strategy, steps: int = 9, seed: int = 0, dropout: float = 0.0):
         strategy.after_optimizer_step(model)
 
 
+def _assert_teacher_logits(strategy, model, expected, x) -> None:
+    """The strategy's teacher logits are those of ``model`` with the parameters ``expected``."""
+    teacher_model = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, v in zip(teacher_model.parameters(), expected, strict=True):
+            p.copy_(v)
+        torch.testing.assert_close(strategy.teacher_logits(model, {"x": x}), teacher_model(x=x))
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, "all"])
 def test_sda_teacher_is_mean_of_k_previous_steps(k):
     strategy = SelfDistillationAveraged(teacher_size=k, distill_weight=1.0, teacher_dropout=False)
@@ -69,11 +78,7 @@ def test_sda_teacher_is_mean_of_k_previous_steps(k):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
         # and the current θ_t is not part of it (the parameters did move)
         assert any(not torch.allclose(a, b) for a, b in zip(history[t], expected, strict=True))
-        teacher_model = copy.deepcopy(model)
-        with torch.no_grad():
-            for p, v in zip(teacher_model.parameters(), expected, strict=True):
-                p.copy_(v)
-            torch.testing.assert_close(strategy.teacher_logits(model, {"x": x}), teacher_model(x=x))
+        _assert_teacher_logits(strategy, model, expected, x)
         checked += 1
     assert checked == 8
 
@@ -252,11 +257,7 @@ def test_ema_teacher_is_the_moving_average_of_previous_steps(decay):
             expected = [decay * e + (1 - decay) * s for e, s in zip(expected, snapshot, strict=True)]
         for got, want in zip(strategy.teacher_parameters(), expected, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-        teacher_model = copy.deepcopy(model)
-        with torch.no_grad():
-            for p, v in zip(teacher_model.parameters(), expected, strict=True):
-                p.copy_(v)
-            torch.testing.assert_close(strategy.teacher_logits(model, {"x": x}), teacher_model(x=x))
+        _assert_teacher_logits(strategy, model, expected, x)
         checked += 1
     assert checked == 8
 
